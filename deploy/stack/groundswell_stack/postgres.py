@@ -1,0 +1,113 @@
+"""A private PostgreSQL cluster from the machine's own binaries (initdb, pg_ctl, postgres)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from groundswell_stack.processes import ManagedProcess, wait_for_port
+
+DATABASE = "groundswell"
+
+
+def postgres_bindir() -> Path:
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        candidate = Path(out.stdout.strip())
+        if (candidate / "initdb").exists():
+            return candidate
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    if versions:
+        return versions[0].parent
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).resolve().parent
+    raise RuntimeError(
+        "PostgreSQL server binaries not found: install them (apt-get install postgresql) "
+        "or set DATABASE_URL to an existing server"
+    )
+
+
+def _as_postgres_user(argv: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *argv]
+    return argv
+
+
+def _give_to_postgres(path: Path) -> None:
+    if os.geteuid() == 0:
+        shutil.chown(path, user="postgres")
+
+
+class LocalPostgres:
+    def __init__(self, root: Path, port: int) -> None:
+        self.root = root
+        self.port = port
+        self.data = root / "data"
+        self.bindir = postgres_bindir()
+        self.process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+
+    def start(self) -> LocalPostgres:
+        self.root.mkdir(parents=True, exist_ok=True)
+        _give_to_postgres(self.root)
+        if not (self.data / "PG_VERSION").exists():
+            done = subprocess.run(
+                _as_postgres_user(
+                    [str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",
+                     "-U", "postgres", "-E", "UTF8", "--no-sync"]
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"initdb failed (the postgres user needs access to {self.root}): "
+                    f"{done.stderr.strip()}"
+                )
+        # Run `postgres` in the foreground as our child so it dies with us.
+        self.process = ManagedProcess(
+            "postgres",
+            _as_postgres_user(
+                [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                 "-k", str(self.root), "-c", "listen_addresses=127.0.0.1",
+                 "-c", "max_connections=200", "-c", "fsync=off" if _ephemeral() else "fsync=on"]
+            ),
+            log_path=self.root / "postgres.log",
+            stop_timeout=15,
+        ).start()
+        wait_for_port(self.port, 30, self.process.proc)
+        self._create_database()
+        return self
+
+    def _create_database(self) -> None:
+        psql = self.bindir / "psql"
+        psql_cmd = str(psql) if psql.exists() else "psql"
+        exists = subprocess.run(
+            [psql_cmd, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-tAc",
+             f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
+            capture_output=True, text=True, check=False,
+        )
+        if exists.stdout.strip() != "1":
+            subprocess.run(
+                [psql_cmd, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c",
+                 f"CREATE DATABASE {DATABASE}"],
+                check=True, capture_output=True,
+            )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+def _ephemeral() -> bool:
+    # Test clusters are thrown away: durability costs time and buys nothing there.
+    return os.environ.get("GROUNDSWELL_EPHEMERAL_DB") == "1"

@@ -1,0 +1,1 @@
+"""The contract every Groundswell service shares: topics, events, wire format."""

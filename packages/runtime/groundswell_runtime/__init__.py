@@ -1,0 +1,1 @@
+"""Plumbing shared by the Groundswell services (no business rules live here)."""

@@ -1,0 +1,87 @@
+"""asyncpg pool and a small forward-only migration runner.
+
+Each service owns one PostgreSQL schema and lists its migrations in order; the
+runner records what it applied in `<schema>.schema_migrations` under an advisory
+lock, so several instances starting at once migrate exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from dataclasses import dataclass
+from importlib.resources import files
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    sql: str
+
+
+def migrations_from_package(package: str, folder: str = "migrations") -> list[Migration]:
+    """Every `NNN_name.sql` in a package folder, in name order."""
+    directory = files(package).joinpath(folder)
+    return [
+        Migration(entry.name, entry.read_text())
+        for entry in sorted(directory.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".sql")
+    ]
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    assert pool is not None
+    return pool
+
+
+async def wait_for_database(dsn: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=2)
+            await conn.close()
+            return
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def migrate(dsn: str, schema: str, migrations: list[Migration]) -> list[str]:
+    """Apply the migrations not yet applied; returns their names."""
+    applied: list[str] = []
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", zlib.crc32(schema.encode()))
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
+            "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch(f'SELECT name FROM "{schema}".schema_migrations')}
+        for migration in migrations:
+            if migration.name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    f'INSERT INTO "{schema}".schema_migrations (name) VALUES ($1)', migration.name
+                )
+            applied.append(migration.name)
+        log.info("migrated", schema=schema, applied=applied)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock_all()")
+        await conn.close()
+    return applied
+
+
+async def database_reachable(pool: asyncpg.Pool) -> bool:
+    async with pool.acquire(timeout=2) as conn:
+        return bool(await conn.fetchval("SELECT 1") == 1)

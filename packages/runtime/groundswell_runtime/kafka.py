@@ -1,0 +1,102 @@
+"""The one adapter between Groundswell and a Kafka broker.
+
+Everything here works on Apache Kafka and on the local Tansu broker. Tansu's
+gaps (see docs/operations.md) are handled in this module only:
+- no idempotent/transactional producer: producers never ask for one; every
+  consumer is idempotent instead;
+- auto-created topics get the wrong partition count: topics are created
+  explicitly, and each CreateTopics error code is checked (aiokafka does not raise);
+- JoinGroup is held for half the session timeout: a short session timeout;
+- ListOffsets(latest) undercounts and whole-group OffsetFetch is malformed:
+  nothing here relies on either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, for_code
+from groundswell_contracts.topics import COMPACTED_TOPICS, all_topics
+
+log = structlog.get_logger()
+
+TOPIC_ALREADY_EXISTS = 36
+SESSION_TIMEOUT_MS = 6000
+HEARTBEAT_INTERVAL_MS = 1000
+
+
+class TopicCreationError(RuntimeError):
+    pass
+
+
+async def ensure_topics(
+    bootstrap: str,
+    partitions: int,
+    replication_factor: int,
+    topics: Iterable[str] | None = None,
+) -> None:
+    """Create every topic up front with a fixed partition count; existing topics are fine."""
+    names = list(topics) if topics is not None else all_topics()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        new_topics = [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if name in COMPACTED_TOPICS else {},
+            )
+            for name in names
+        ]
+        response = await admin.create_topics(new_topics)
+        failures = []
+        for entry in response.topic_errors:
+            topic, code = entry[0], entry[1]
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                failures.append(f"{topic}: {for_code(code).__name__}")
+        if failures:
+            raise TopicCreationError("could not create topics: " + ", ".join(failures))
+        log.info("topics_ready", count=len(names), partitions=partitions)
+    finally:
+        await admin.close()
+
+
+def make_producer(bootstrap: str, *, linger_ms: int = 5) -> AIOKafkaProducer:
+    # acks=all without idempotence: Tansu rejects InitProducerId from aiokafka, and
+    # every consumer here deduplicates by event id, so a retried send is harmless.
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=linger_ms,
+        request_timeout_ms=10_000,
+        enable_idempotence=False,
+    )
+
+
+def make_consumer(bootstrap: str, group_id: str | None, *topics: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        max_poll_records=500,
+    )
+
+
+async def broker_reachable(bootstrap: str) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        await admin.start()
+        return True
+    except KafkaError:
+        return False
+    finally:
+        await admin.close()
+

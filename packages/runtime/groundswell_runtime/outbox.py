@@ -1,0 +1,217 @@
+"""Transactional outbox: events are rows written in the caller's transaction.
+
+`enqueue` writes the event into `<schema>.outbox` inside the same transaction as
+the business change, so the event exists if and only if the change committed.
+`OutboxRelay` publishes pending rows in id order and marks them published.
+
+Only one relay publishes at a time (a transaction-scoped advisory lock), which keeps
+per-petition order even with several service instances; rows are also taken
+`FOR UPDATE SKIP LOCKED` so no two relays can hold the same row. If the broker is
+down the relay backs off and retries; nothing is lost because nothing is deleted
+until it is published (and older than the retention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from datetime import timedelta
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from groundswell_contracts.events import Event, encode, topic_for
+from groundswell_contracts.headers import CORRELATION_ID, EVENT_TYPE
+from prometheus_client import Counter, Gauge
+
+from groundswell_runtime.correlation import current_correlation_id
+from groundswell_runtime.db import Migration
+from groundswell_runtime.kafka import make_producer
+
+log = structlog.get_logger()
+
+OUTBOX_PUBLISHED = Counter(
+    "groundswell_outbox_published_total", "Outbox rows published to Kafka", ["schema"]
+)
+OUTBOX_PENDING = Gauge(
+    "groundswell_outbox_pending", "Outbox rows waiting to be published", ["schema"]
+)
+OUTBOX_FAILURES = Counter(
+    "groundswell_outbox_publish_failures_total", "Failed publish attempts", ["schema"]
+)
+
+OUTBOX_DDL = """
+CREATE TABLE outbox (
+    id             bigserial PRIMARY KEY,
+    event_id       uuid        NOT NULL,
+    event_type     text        NOT NULL,
+    topic          text        NOT NULL,
+    message_key    text        NOT NULL,
+    payload        text        NOT NULL,
+    correlation_id text,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    published_at   timestamptz
+);
+CREATE INDEX outbox_pending ON outbox (id) WHERE published_at IS NULL;
+CREATE INDEX outbox_published ON outbox (published_at) WHERE published_at IS NOT NULL;
+"""
+
+
+def outbox_migration() -> Migration:
+    return Migration("000_outbox.sql", OUTBOX_DDL)
+
+
+def notify_channel(schema: str) -> str:
+    return f"{schema}_outbox"
+
+
+async def enqueue(conn: asyncpg.Connection, schema: str, *events: Event) -> None:
+    """Write events into the outbox; call inside the transaction that makes the change."""
+    if not events:
+        return
+    cid = current_correlation_id()
+    await conn.executemany(
+        f'INSERT INTO "{schema}".outbox '
+        "(event_id, event_type, topic, message_key, payload, correlation_id) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        [
+            (e.event_id, e.event_type, topic_for(e).value, e.key, encode(e).decode(), cid)
+            for e in events
+        ],
+    )
+    # Delivered at commit, so the relay wakes only for rows it can see.
+    await conn.execute(f"NOTIFY {notify_channel(schema)}")
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        bootstrap: str,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        retention: timedelta = timedelta(days=7),
+        producer: AIOKafkaProducer | None = None,
+    ) -> None:
+        self._pool = pool
+        self._bootstrap = bootstrap
+        self._schema = schema
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._retention = retention
+        self._producer = producer or make_producer(bootstrap)
+        self._producer_started = producer is not None
+        self._wakeup = asyncio.Event()
+        self._lock_key = zlib.crc32(f"outbox:{schema}".encode())
+        self._last_prune = 0.0
+        self.broker_ok = False
+
+    async def _ensure_producer(self) -> None:
+        if self._producer_started:
+            return
+        try:
+            await self._producer.start()
+        except BaseException:
+            # A producer whose start failed cannot be started again: make a fresh one.
+            await self._producer.stop()
+            self._producer = make_producer(self._bootstrap)
+            raise
+        self._producer_started = True
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch; returns how many rows were published."""
+        await self._ensure_producer()
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._lock_key):
+                return 0
+            rows = await conn.fetch(
+                f'SELECT id, topic, message_key, payload, correlation_id, event_type '
+                f'FROM "{self._schema}".outbox WHERE published_at IS NULL '
+                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            deliveries = []
+            for row in rows:
+                headers = [(EVENT_TYPE, row["event_type"].encode())]
+                if row["correlation_id"]:
+                    headers.append((CORRELATION_ID, row["correlation_id"].encode()))
+                deliveries.append(
+                    await self._producer.send(
+                        row["topic"],
+                        value=row["payload"].encode(),
+                        key=row["message_key"].encode(),
+                        headers=headers,
+                    )
+                )
+            # Any failed delivery raises here and rolls the whole batch back: rows
+            # stay pending and are retried (consumers dedupe the ones that did land).
+            await asyncio.gather(*deliveries)
+            await conn.execute(
+                f'UPDATE "{self._schema}".outbox SET published_at = now() WHERE id = ANY($1)',
+                [r["id"] for r in rows],
+            )
+        OUTBOX_PUBLISHED.labels(self._schema).inc(len(rows))
+        return len(rows)
+
+    async def pending(self) -> int:
+        async with self._pool.acquire() as conn:
+            return int(
+                await conn.fetchval(
+                    f'SELECT count(*) FROM "{self._schema}".outbox WHERE published_at IS NULL'
+                )
+            )
+
+    async def prune(self) -> int:
+        async with self._pool.acquire() as conn:
+            status = await conn.execute(
+                f'DELETE FROM "{self._schema}".outbox '
+                "WHERE published_at IS NOT NULL AND published_at < now() - $1::interval",
+                self._retention,
+            )
+        return int(status.split()[-1])
+
+    def _on_notify(self, *_args: object) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        listener = await self._pool.acquire()
+        await listener.add_listener(notify_channel(self._schema), self._on_notify)
+        backoff = 0.2
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                self._wakeup.clear()
+                try:
+                    published = await self.publish_batch()
+                    self.broker_ok = True
+                    backoff = 0.2
+                except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                    self.broker_ok = False
+                    OUTBOX_FAILURES.labels(self._schema).inc()
+                    log.warning("outbox_publish_failed", error=type(exc).__name__, retry_in=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if published >= self._batch_size:
+                    continue
+                if loop.time() - self._last_prune > 60:
+                    self._last_prune = loop.time()
+                    OUTBOX_PENDING.labels(self._schema).set(await self.pending())
+                    await self.prune()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(notify_channel(self._schema), self._on_notify)
+            await self._pool.release(listener)
+
+    async def stop(self) -> None:
+        if self._producer_started:
+            await self._producer.stop()
+            self._producer_started = False

@@ -1,0 +1,30 @@
+"""Settings every service shares. Each service subclasses with its own env prefix.
+
+The shared connection settings keep their unprefixed names (`DATABASE_URL`,
+`KAFKA_BOOTSTRAP_SERVERS`) because one stack points every service at the same servers.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    host: str = "127.0.0.1"
+    log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/groundswell",
+        validation_alias=AliasChoices("DATABASE_URL"),
+    )
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    kafka_topic_partitions: int = Field(
+        6, ge=1, validation_alias=AliasChoices("KAFKA_TOPIC_PARTITIONS")
+    )
+    kafka_replication_factor: int = Field(
+        1, ge=1, validation_alias=AliasChoices("KAFKA_REPLICATION_FACTOR")
+    )

@@ -1,0 +1,56 @@
+"""Session-wide real infrastructure: PostgreSQL, a Kafka broker and an SMTP sink.
+
+Started once per run (testcontainers when a Docker engine answers, else local
+processes), or taken from DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS / SMTP_HOST.
+Unit tests never touch it: the fixtures start lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from groundswell_runtime.kafka import ensure_topics
+from groundswell_stack.infra import Infra, start_infra
+
+TEST_PARTITIONS = 4
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    os.environ.setdefault("GROUNDSWELL_EPHEMERAL_DB", "1")
+    run_dir = Path(tempfile.mkdtemp(prefix="groundswell-test-"))
+    run_dir.chmod(0o755)  # the cluster runs as the postgres user when we are root
+    started = start_infra(run_dir, prefer_containers=True)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture(scope="session")
+async def topics(infra: Infra) -> None:
+    await ensure_topics(infra.kafka_bootstrap, TEST_PARTITIONS, 1)
+
+
+@pytest.fixture
+async def fresh_database(infra: Infra) -> AsyncIterator[str]:
+    """An empty database of its own for one test: schemas never leak between tests."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(infra.database_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    base, _, _ = infra.database_url.rpartition("/")
+    yield f"{base}/{name}"
+    admin = await asyncpg.connect(infra.database_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
