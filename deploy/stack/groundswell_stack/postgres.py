@@ -61,8 +61,18 @@ class LocalPostgres:
         if not (self.data / "PG_VERSION").exists():
             done = subprocess.run(
                 _as_postgres_user(
-                    [str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",
-                     "-U", "postgres", "-E", "UTF8", "--no-sync"]
+                    [
+                        str(self.bindir / "initdb"),
+                        "-D",
+                        str(self.data),
+                        "-A",
+                        "trust",
+                        "-U",
+                        "postgres",
+                        "-E",
+                        "UTF8",
+                        "--no-sync",
+                    ]
                 ),
                 capture_output=True,
                 text=True,
@@ -77,9 +87,21 @@ class LocalPostgres:
         self.process = ManagedProcess(
             "postgres",
             _as_postgres_user(
-                [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                 "-k", str(self.root), "-c", "listen_addresses=127.0.0.1",
-                 "-c", "max_connections=200", "-c", "fsync=off" if _ephemeral() else "fsync=on"]
+                [
+                    str(self.bindir / "postgres"),
+                    "-D",
+                    str(self.data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.root),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "max_connections=200",
+                    "-c",
+                    "fsync=off" if _ephemeral() else "fsync=on",
+                ]
             ),
             log_path=self.root / "postgres.log",
             stop_timeout=15,
@@ -92,15 +114,36 @@ class LocalPostgres:
         psql = self.bindir / "psql"
         psql_cmd = str(psql) if psql.exists() else "psql"
         exists = subprocess.run(
-            [psql_cmd, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-tAc",
-             f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
-            capture_output=True, text=True, check=False,
+            [
+                psql_cmd,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if exists.stdout.strip() != "1":
             subprocess.run(
-                [psql_cmd, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c",
-                 f"CREATE DATABASE {DATABASE}"],
-                check=True, capture_output=True,
+                [
+                    psql_cmd,
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-c",
+                    f"CREATE DATABASE {DATABASE}",
+                ],
+                check=True,
+                capture_output=True,
             )
 
     def stop(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -95,10 +96,8 @@ class ManagedProcess:
             except ProcessLookupError:
                 pass
         # The group may hold grandchildren that outlived the leader.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         if self._log is not None:
             self._log.close()
             self._log = None

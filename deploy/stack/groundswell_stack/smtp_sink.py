@@ -23,7 +23,7 @@ class MaildirSink:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._sequence = 0
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self._sequence += 1
         raw = envelope.original_content or b""
         name = f"{time.time_ns()}-{self._sequence:06d}.eml"

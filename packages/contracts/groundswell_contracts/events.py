@@ -90,7 +90,9 @@ class SignatureCreated(Event):
     # Present only when status is "pending": the one-time secret the confirmation
     # email carries. The signing service keeps only its hash.
     confirmation_token: str | None = None
-    withdraw_token: str
+    # Absent when the event is rebuilt from PostgreSQL (`groundswell-signing replay`):
+    # only hashes are stored, and the signer already has their links.
+    withdraw_token: str | None = None
 
 
 class SignatureDuplicateAttempted(Event):

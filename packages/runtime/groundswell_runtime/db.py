@@ -40,14 +40,14 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     return pool
 
 
-async def wait_for_database(dsn: str, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for_database(dsn: str, patience: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + patience
     while True:
         try:
             conn = await asyncpg.connect(dsn, timeout=2)
             await conn.close()
             return
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.2)
@@ -64,7 +64,9 @@ async def migrate(dsn: str, schema: str, migrations: list[Migration]) -> list[st
             f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
             "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {r["name"] for r in await conn.fetch(f'SELECT name FROM "{schema}".schema_migrations')}
+        done = {
+            r["name"] for r in await conn.fetch(f'SELECT name FROM "{schema}".schema_migrations')
+        }
         for migration in migrations:
             if migration.name in done:
                 continue

@@ -99,4 +99,3 @@ async def broker_reachable(bootstrap: str) -> bool:
         return False
     finally:
         await admin.close()
-

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import asyncpg
@@ -96,6 +97,7 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         retention: timedelta = timedelta(days=7),
         producer: AIOKafkaProducer | None = None,
+        prepare_broker: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._pool = pool
         self._bootstrap = bootstrap
@@ -109,6 +111,10 @@ class OutboxRelay:
         self._lock_key = zlib.crc32(f"outbox:{schema}".encode())
         self._last_prune = 0.0
         self.broker_ok = False
+        # Run before the first publish and after every outage: a broker that lost its
+        # state (the memory-only local one) needs its topics again.
+        self._prepare_broker = prepare_broker
+        self._broker_prepared = False
 
     async def _ensure_producer(self) -> None:
         if self._producer_started:
@@ -122,14 +128,29 @@ class OutboxRelay:
             raise
         self._producer_started = True
 
+    async def _discard_producer(self) -> None:
+        """Start again with a fresh producer: no stale metadata, no half-sent batches.
+
+        Rows of a failed batch stay pending and are sent again; a copy the old producer
+        still delivers is a duplicate that consumers drop by event id.
+        """
+        if self._producer_started:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._producer.stop(), timeout=5)
+            self._producer_started = False
+        self._producer = make_producer(self._bootstrap)
+
     async def publish_batch(self) -> int:
         """Publish up to one batch; returns how many rows were published."""
+        if self._prepare_broker is not None and not self._broker_prepared:
+            await self._prepare_broker()
+            self._broker_prepared = True
         await self._ensure_producer()
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._lock_key):
                 return 0
             rows = await conn.fetch(
-                f'SELECT id, topic, message_key, payload, correlation_id, event_type '
+                f"SELECT id, topic, message_key, payload, correlation_id, event_type "
                 f'FROM "{self._schema}".outbox WHERE published_at IS NULL '
                 "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self._batch_size,
@@ -191,8 +212,10 @@ class OutboxRelay:
                     published = await self.publish_batch()
                     self.broker_ok = True
                     backoff = 0.2
-                except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, KafkaError, OSError) as exc:
                     self.broker_ok = False
+                    self._broker_prepared = False
+                    await self._discard_producer()
                     OUTBOX_FAILURES.labels(self._schema).inc()
                     log.warning("outbox_publish_failed", error=type(exc).__name__, retry_in=backoff)
                     await asyncio.sleep(backoff)

@@ -1,0 +1,174 @@
+"""Rules for what a signature may contain, and how emails compare.
+
+Everything here is pure: the HTTP layer turns `SignatureError`s into 422s that
+name each field, the service layer stores what `validate_signature` returns.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from email_validator import EmailNotValidError, validate_email
+
+from groundswell_signing.domain.countries import ISO_COUNTRY_CODES
+
+NAME_MAX = 100
+EMAIL_MAX = 254
+POSTCODE_MAX = 16
+CODE_MAX = 64
+
+# A cell starting with one of these runs as a formula when a CSV is opened in a spreadsheet.
+FORMULA_PREFIXES = ("=", "+", "-", "@")
+_URL = re.compile(
+    r"(https?://|www\.|\b[a-z0-9-]+\.(com|net|org|io|co|uk|ru|info|biz|xyz|ly|me|app)\b)",
+    re.IGNORECASE,
+)
+# Outward code + inward code; see the UK government's postcode format.
+_UK_POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)([0-9][A-Z]{2})$")
+_CODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+
+T = TypeVar("T")
+
+
+class SignatureError(ValueError):
+    """One or more fields are unacceptable; `errors` maps field name to a message."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class SignatureInput:
+    name: str
+    email: str
+    postcode: str | None
+    country: str
+    contact_consent: bool
+    ref: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class ValidSignature:
+    name: str
+    email: str  # as typed (trimmed): what we write to
+    email_canonical: str  # what we compare: one signature per person
+    email_domain: str
+    postcode: str | None
+    postcode_area: str | None
+    country: str
+    contact_consent: bool
+    ref: str | None
+    source: str | None
+
+
+def check_name(raw: str) -> str:
+    name = unicodedata.normalize("NFC", " ".join(raw.split()))
+    if not name:
+        raise ValueError("Enter your name")
+    if len(name) > NAME_MAX:
+        raise ValueError(f"Name must be {NAME_MAX} characters or fewer")
+    if name.startswith(FORMULA_PREFIXES):
+        raise ValueError("Name must not start with = + - or @")
+    if _URL.search(name):
+        raise ValueError("Name must not contain a web address")
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
+        raise ValueError("Name contains characters that are not allowed")
+    return name
+
+
+def check_email(raw: str) -> tuple[str, str, str]:
+    """Returns (as typed, canonical, domain)."""
+    typed = raw.strip()
+    if len(typed) > EMAIL_MAX:
+        raise ValueError(f"Email must be {EMAIL_MAX} characters or fewer")
+    try:
+        parsed = validate_email(typed, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"Enter a valid email address ({exc})") from None
+    return typed, canonical_email(parsed.normalized), parsed.domain.lower()
+
+
+def canonical_email(address: str) -> str:
+    """The form two addresses of one mailbox share: case, +tags, and Gmail's dots."""
+    local, _, domain = address.strip().lower().rpartition("@")
+    local = local.split("+", 1)[0]
+    if domain in _GMAIL_DOMAINS:
+        local = local.replace(".", "")
+        domain = "gmail.com"
+    return f"{local}@{domain}"
+
+
+def check_postcode(raw: str | None, country: str) -> tuple[str | None, str | None]:
+    """Returns (normalised postcode, area). UK postcodes are required and checked."""
+    text = " ".join((raw or "").split()).upper()
+    if country == "GB":
+        if not text:
+            raise ValueError("Enter your postcode")
+        match = _UK_POSTCODE.match(text.replace(" ", ""))
+        if not match:
+            raise ValueError("Enter a valid UK postcode, like SW1A 1AA")
+        outward, inward = match.groups()
+        area = re.match(r"[A-Z]+", outward)
+        return f"{outward} {inward}", area.group(0) if area else None
+    if len(text) > POSTCODE_MAX:
+        raise ValueError(f"Postcode must be {POSTCODE_MAX} characters or fewer")
+    return (text or None), None
+
+
+def check_country(raw: str) -> str:
+    code = raw.strip().upper()
+    if code not in ISO_COUNTRY_CODES:
+        raise ValueError("Choose a country (a two-letter ISO code such as GB)")
+    return code
+
+
+def check_code(raw: str | None, what: str) -> str | None:
+    if raw is None or raw.strip() == "":
+        return None
+    if not _CODE.match(raw.strip()):
+        raise ValueError(f"{what} may use letters, digits, - and _ only (up to {CODE_MAX})")
+    return raw.strip()
+
+
+def validate_signature(data: SignatureInput) -> ValidSignature:
+    """Checks every field, collecting every problem, so a person can fix them all at once."""
+    errors: dict[str, str] = {}
+
+    def attempt(field: str, check: Callable[[], T]) -> T | None:
+        try:
+            return check()
+        except ValueError as exc:
+            errors[field] = str(exc)
+            return None
+
+    name = attempt("name", lambda: check_name(data.name))
+    email = attempt("email", lambda: check_email(data.email))
+    country = attempt("country", lambda: check_country(data.country))
+    postcode = attempt("postcode", lambda: check_postcode(data.postcode, country or ""))
+    ref = attempt("ref", lambda: check_code(data.ref, "Share code"))
+    source = attempt("source", lambda: check_code(data.source, "Source"))
+    if errors or name is None or email is None or country is None or postcode is None:
+        raise SignatureError(errors)
+    return ValidSignature(
+        name=name,
+        email=email[0],
+        email_canonical=email[1],
+        email_domain=email[2],
+        postcode=postcode[0],
+        postcode_area=postcode[1],
+        country=country,
+        contact_consent=data.contact_consent,
+        ref=ref,
+        source=source,
+    )
+
+
+def first_name(name: str) -> str:
+    return name.split(" ", 1)[0]

@@ -1,0 +1,140 @@
+"""The organisers' API (Bearer ADMIN_TOKEN)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi.responses import StreamingResponse
+
+from groundswell_signing.adapters import repository
+from groundswell_signing.domain.petitions import PetitionNotFound
+from groundswell_signing.domain.signatures import FORMULA_PREFIXES
+from groundswell_signing.entrypoints.http.dependencies import Now, Pool, Settings, require_admin
+from groundswell_signing.entrypoints.http.schemas import (
+    AdminPetitionOut,
+    InvalidationRequest,
+    InvalidationResult,
+    PetitionCreate,
+    PetitionPatch,
+)
+from groundswell_signing.service_layer import petitions as petition_service
+
+router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+@router.post("/petitions", status_code=status.HTTP_201_CREATED, response_model=AdminPetitionOut)
+async def create_petition(
+    body: PetitionCreate, pool: Pool, settings: Settings, now: Now
+) -> AdminPetitionOut:
+    petition = await petition_service.create_petition(pool, body.model_dump())
+    return AdminPetitionOut.of_admin(
+        petition, settings.public_base_url, settings.counter_public_url, now
+    )
+
+
+@router.get("/petitions/{slug}", response_model=AdminPetitionOut)
+async def read_petition(slug: str, pool: Pool, settings: Settings, now: Now) -> AdminPetitionOut:
+    petition = await petition_service.get_petition(pool, slug)
+    return AdminPetitionOut.of_admin(
+        petition, settings.public_base_url, settings.counter_public_url, now
+    )
+
+
+@router.patch("/petitions/{slug}", response_model=AdminPetitionOut)
+async def update_petition(
+    slug: str, body: PetitionPatch, pool: Pool, settings: Settings, now: Now
+) -> AdminPetitionOut:
+    """Edit fields; `status: "closed"` closes, `"open"` reopens; `null` clears goal/closes_at."""
+    changes: dict[str, Any] = body.model_dump(exclude_unset=True)
+    nullable = {"goal", "closes_at", "organiser_email"}
+    for field, value in changes.items():
+        if value is None and field not in nullable:
+            raise HTTPException(
+                422,
+                [{"loc": ["body", field], "msg": f"{field} cannot be null", "type": "value_error"}],
+            )
+    petition = await petition_service.update_petition(pool, slug, changes)
+    return AdminPetitionOut.of_admin(
+        petition, settings.public_base_url, settings.counter_public_url, now
+    )
+
+
+@router.get("/petitions/{slug}/tally")
+async def tally(slug: str, pool: Pool) -> dict[str, int]:
+    """Counts computed from PostgreSQL, the source of truth: the counter's figures must match."""
+    return await petition_service.tally(pool, slug)
+
+
+@router.post("/petitions/{slug}/invalidations", response_model=InvalidationResult)
+async def invalidate(
+    slug: str, body: InvalidationRequest, pool: Pool, now: Now
+) -> InvalidationResult:
+    """Invalidate every live signature matching ALL the given criteria; counts drop accordingly."""
+    if not any([body.ip, body.email_domain, body.postcode, body.since, body.until]):
+        raise HTTPException(422, "Give at least one of ip, email_domain, postcode, since, until")
+    network = None
+    if body.ip:
+        try:
+            network = str(ipaddress.ip_network(body.ip, strict=False))
+        except ValueError:
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "loc": ["body", "ip"],
+                        "msg": "Give an IP address or CIDR range",
+                        "type": "value_error",
+                    }
+                ],
+            ) from None
+    count = await petition_service.invalidate_signatures(
+        pool,
+        slug,
+        reason=body.reason,
+        ip_network=network,
+        email_domain=body.email_domain,
+        postcode=body.postcode,
+        since=body.since,
+        until=body.until,
+        now=now,
+    )
+    return InvalidationResult(invalidated=count)
+
+
+def spreadsheet_safe(value: object) -> str:
+    """A cell that a spreadsheet will show as text, never run as a formula."""
+    text = "" if value is None else str(value)
+    if text.startswith((*FORMULA_PREFIXES, "\t", "\r")):
+        return "'" + text
+    return text
+
+
+@router.get("/petitions/{slug}/signatures.csv", response_class=StreamingResponse)
+async def export_signatures(slug: str, pool: Pool) -> StreamingResponse:
+    """Counted signatures (name, postcode, country, signed_at) for delivery to the target."""
+    async with pool.acquire() as conn:
+        petition = await repository.get_petition(conn, slug)
+        if petition is None:
+            raise PetitionNotFound(slug)
+        rows = await repository.export_rows(conn, petition.id)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["name", "postcode", "country", "signed_at"])
+    for row in rows:
+        writer.writerow(
+            [
+                spreadsheet_safe(row["name"]),
+                spreadsheet_safe(row["postcode"]),
+                spreadsheet_safe(row["country"]),
+                row["signed_at"].isoformat(),
+            ]
+        )
+    return StreamingResponse(
+        iter([buffer.getvalue()]),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{slug}-signatures.csv"'},
+    )

@@ -1,0 +1,114 @@
+"""The public JSON API: read a petition, sign it, from our pages or a campaign's own site."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from groundswell_signing.domain.petitions import Petition
+from groundswell_signing.domain.signatures import SignatureInput, validate_signature
+from groundswell_signing.entrypoints.http.dependencies import ClientIP, Now, Policy, Pool, Settings
+from groundswell_signing.entrypoints.http.schemas import (
+    PetitionOut,
+    SignatureAccepted,
+    SignatureRequest,
+)
+from groundswell_signing.service_layer import petitions as petition_service
+from groundswell_signing.service_layer.signing import SignOutcome, sign_petition
+
+router = APIRouter(prefix="/api/petitions", tags=["public"])
+
+ERRORS: dict[int | str, dict[str, str]] = {
+    404: {"description": "No such petition"},
+    409: {"description": "The petition is closed"},
+    413: {"description": "Request body too large"},
+    422: {"description": "A field is missing or invalid; each bad field is named"},
+    429: {"description": "Too many signatures from this network; see Retry-After"},
+}
+
+
+def accepted_message(outcome: SignOutcome) -> str:
+    if outcome.status == "pending_confirmation":
+        return "Check your email: follow the link in it to confirm your signature."
+    return "Thank you for signing."
+
+
+def share_url(settings: Settings, share_code: str) -> str:
+    return f"{settings.share_base_url}/s/{share_code}"
+
+
+def _cors_allowed(origin: str | None, petition: Petition, settings: Settings) -> bool:
+    return origin is not None and (
+        origin in settings.cors_origins or origin in petition.cors_origins
+    )
+
+
+@router.get("/{slug}", response_model=PetitionOut, responses={404: ERRORS[404]})
+async def read_petition(
+    slug: str, pool: Pool, settings: Settings, now: Now, response: Response
+) -> PetitionOut:
+    petition = await petition_service.get_petition(pool, slug)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cache-Control"] = "public, max-age=30"
+    return PetitionOut.of(petition, settings.public_base_url, settings.counter_public_url, now)
+
+
+@router.options("/{slug}/signatures", include_in_schema=False)
+async def signing_preflight(
+    slug: str, request: Request, pool: Pool, settings: Settings
+) -> Response:
+    petition = await petition_service.get_petition(pool, slug)
+    origin = request.headers.get("origin")
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    if _cors_allowed(origin, petition, settings):
+        assert origin is not None
+        response.headers.update(
+            {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type, X-Request-ID",
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            }
+        )
+    return response
+
+
+@router.post(
+    "/{slug}/signatures",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SignatureAccepted,
+    responses={k: v for k, v in ERRORS.items() if k != 422},
+)
+async def sign(
+    slug: str,
+    body: SignatureRequest,
+    request: Request,
+    response: Response,
+    pool: Pool,
+    policy: Policy,
+    settings: Settings,
+    ip: ClientIP,
+    now: Now,
+) -> SignatureAccepted:
+    """Sign a petition. Signing again gets the same answer and counts once."""
+    valid = validate_signature(
+        SignatureInput(
+            name=body.name,
+            email=body.email,
+            postcode=body.postcode,
+            country=body.country,
+            contact_consent=body.contact_consent,
+            ref=body.ref,
+            source=body.source,
+        )
+    )
+    outcome = await sign_petition(pool, policy, slug, valid, ip, now)
+    origin = request.headers.get("origin")
+    if origin and _cors_allowed(origin, await petition_service.get_petition(pool, slug), settings):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return SignatureAccepted(
+        status=outcome.status,
+        share_url=share_url(settings, outcome.share_code),
+        message=accepted_message(outcome),
+    )

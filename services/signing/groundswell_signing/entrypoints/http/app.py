@@ -1,0 +1,95 @@
+"""The signing service's ASGI app: public API, petition pages, admin API, outbox relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from pathlib import Path
+
+import structlog
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from groundswell_runtime.correlation import install_request_id_middleware
+from groundswell_runtime.db import create_pool, database_reachable, migrate, wait_for_database
+from groundswell_runtime.kafka import broker_reachable, ensure_topics
+from groundswell_runtime.ops import install_ops
+from groundswell_runtime.outbox import OutboxRelay
+
+from groundswell_signing.adapters.repository import SCHEMA
+from groundswell_signing.config import SigningSettings
+from groundswell_signing.entrypoints.http import admin, api, pages
+from groundswell_signing.entrypoints.http.errors import install_error_handlers
+from groundswell_signing.entrypoints.http.limits import BodySizeLimit
+from groundswell_signing.migrations import MIGRATIONS
+from groundswell_signing.service_layer.signing import AbusePolicy
+
+log = structlog.get_logger()
+
+
+def load_disposable_domains() -> frozenset[str]:
+    text = (
+        files("groundswell_signing")
+        .joinpath("adapters/data/disposable_email_domains.txt")
+        .read_text()
+    )
+    return frozenset(
+        line.strip().lower()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+
+
+def create_app(settings: SigningSettings) -> FastAPI:
+    async def create_topics() -> None:
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            settings.kafka_topic_partitions,
+            settings.kafka_replication_factor,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await wait_for_database(settings.database_url)
+        await migrate(settings.database_url, SCHEMA, MIGRATIONS)
+        pool = await create_pool(settings.database_url, max_size=20)
+        relay = OutboxRelay(
+            pool, SCHEMA, settings.kafka_bootstrap_servers, prepare_broker=create_topics
+        )
+        app.state.pool = pool
+        app.state.relay = relay
+        task = asyncio.create_task(relay.run(), name="outbox-relay")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await relay.stop()
+            await pool.close()
+
+    app = FastAPI(
+        title="Groundswell signing",
+        description="Petitions and signatures: public signing API, petition pages, admin API.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.policy = AbusePolicy(settings, load_disposable_domains())
+
+    async def database_ready() -> bool:
+        return await database_reachable(app.state.pool)
+
+    async def broker_ready() -> bool:
+        return await broker_reachable(settings.kafka_bootstrap_servers)
+
+    install_ops(app, {"database": database_ready, "broker": broker_ready})
+    install_request_id_middleware(app)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(api.router)
+    app.include_router(admin.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    return app

@@ -1,0 +1,67 @@
+"""What route handlers receive: the pool, settings, abuse policy, caller IP, admin check."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from groundswell_signing.config import SigningSettings
+from groundswell_signing.service_layer.signing import AbusePolicy
+
+_bearer = HTTPBearer(auto_error=False, description="The ADMIN_TOKEN")
+
+
+def get_settings(request: Request) -> SigningSettings:
+    settings: SigningSettings = request.app.state.settings
+    return settings
+
+
+def get_pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def get_policy(request: Request) -> AbusePolicy:
+    policy: AbusePolicy = request.app.state.policy
+    return policy
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def client_ip(
+    request: Request, settings: Annotated[SigningSettings, Depends(get_settings)]
+) -> str | None:
+    if settings.trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.client.host if request.client else None
+
+
+def require_admin(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    settings: Annotated[SigningSettings, Depends(get_settings)],
+) -> None:
+    expected = settings.admin_token.get_secret_value().encode()
+    given = credentials.credentials.encode() if credentials else b""
+    # Constant-time, and the same answer whether the token is missing or wrong.
+    if not credentials or not secrets.compare_digest(given, expected):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "A valid admin token is required (Authorization: Bearer <ADMIN_TOKEN>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
+Settings = Annotated[SigningSettings, Depends(get_settings)]
+Policy = Annotated[AbusePolicy, Depends(get_policy)]
+ClientIP = Annotated[str | None, Depends(client_ip)]
+Now = Annotated[datetime, Depends(now)]

@@ -1,0 +1,67 @@
+"""Domain errors as HTTP answers a person can act on."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from groundswell_signing.domain.petitions import PetitionClosedError, PetitionNotFound
+from groundswell_signing.domain.signatures import SignatureError
+from groundswell_signing.service_layer.petitions import SlugTaken
+from groundswell_signing.service_layer.signing import Blocked, RateLimited
+
+
+def field_errors(errors: dict[str, str]) -> list[dict[str, object]]:
+    """The same shape FastAPI uses for its own 422s, so clients handle one format."""
+    return [
+        {"loc": ["body", field], "msg": message, "type": "value_error"}
+        for field, message in errors.items()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SignatureError)
+    async def invalid_signature(_: Request, exc: SignatureError) -> JSONResponse:
+        return JSONResponse({"detail": field_errors(exc.errors)}, status_code=422)
+
+    @app.exception_handler(PetitionNotFound)
+    async def not_found(_: Request, exc: PetitionNotFound) -> JSONResponse:
+        return JSONResponse({"detail": f"No petition called '{exc}'"}, status_code=404)
+
+    @app.exception_handler(PetitionClosedError)
+    async def closed(_: Request, exc: PetitionClosedError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "This petition is closed and no longer accepts signatures"}, status_code=409
+        )
+
+    @app.exception_handler(RateLimited)
+    async def limited(_: Request, exc: RateLimited) -> JSONResponse:
+        return JSONResponse(
+            {
+                "detail": "Too many signatures from your network; "
+                f"try again in {exc.retry_after} seconds"
+            },
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    @app.exception_handler(Blocked)
+    async def blocked(_: Request, exc: Blocked) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "Signatures from your network are not accepted"}, status_code=403
+        )
+
+    @app.exception_handler(SlugTaken)
+    async def taken(_: Request, exc: SlugTaken) -> JSONResponse:
+        return JSONResponse(
+            {
+                "detail": [
+                    {
+                        "loc": ["body", "slug"],
+                        "msg": f"The slug '{exc}' is taken",
+                        "type": "value_error",
+                    }
+                ]
+            },
+            status_code=409,
+        )

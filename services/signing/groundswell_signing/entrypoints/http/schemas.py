@@ -1,0 +1,157 @@
+"""Request and response bodies of the JSON API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from groundswell_signing.domain.petitions import SLUG, Petition
+
+Text = Annotated[str, Field(min_length=1)]
+
+
+class SignatureRequest(BaseModel):
+    """Lengths here are generous outer bounds; the domain rules give the precise messages."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(max_length=100, examples=["Ada Lovelace"])
+    email: str = Field(max_length=254, examples=["ada@example.org"])
+    postcode: str | None = Field(None, max_length=16, examples=["OX1 2JD"])
+    country: str = Field("GB", max_length=2, examples=["GB"])
+    contact_consent: StrictBool = Field(
+        description="Explicit yes/no to being contacted about this campaign; separate from signing."
+    )
+    ref: str | None = Field(
+        None, max_length=64, description="Share code of the person who referred you"
+    )
+    source: str | None = Field(
+        None, max_length=64, description="Campaign source code, e.g. newsletter"
+    )
+
+
+class SignatureAccepted(BaseModel):
+    status: Literal["pending_confirmation", "signed"]
+    share_url: str
+    message: str
+
+
+class PetitionFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=5, max_length=200)
+    target: str = Field(
+        min_length=2, max_length=200, description="Who the petition is addressed to"
+    )
+    body: str = Field(min_length=10, max_length=10_000)
+    goal: int | None = Field(None, gt=0, le=100_000_000)
+    requires_confirmation: bool = True
+    organiser_email: str | None = Field(None, max_length=254)
+    closes_at: datetime | None = None
+    milestones: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=list, description="Counts that trigger MilestoneReached; empty = defaults"
+    )
+    auto_raise_goal: bool = False
+    cors_origins: list[Annotated[str, Field(pattern=r"^https?://[^/\s]+$")]] = Field(
+        default_factory=list, description="Origins allowed to call the signing API from a browser"
+    )
+
+
+class PetitionCreate(PetitionFields):
+    slug: str = Field(pattern=SLUG.pattern, examples=["local-contact-tracing"])
+
+    @field_validator("closes_at")
+    @classmethod
+    def _future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("closes_at needs a timezone, e.g. 2027-01-31T23:59:00Z")
+        return value
+
+
+class PetitionPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, min_length=5, max_length=200)
+    target: str | None = Field(None, min_length=2, max_length=200)
+    body: str | None = Field(None, min_length=10, max_length=10_000)
+    goal: int | None = Field(None, gt=0, le=100_000_000)
+    requires_confirmation: bool | None = None
+    organiser_email: str | None = Field(None, max_length=254)
+    closes_at: datetime | None = None
+    status: Literal["open", "closed"] | None = None
+    milestones: list[Annotated[int, Field(gt=0)]] | None = None
+    auto_raise_goal: bool | None = None
+    cors_origins: list[Annotated[str, Field(pattern=r"^https?://[^/\s]+$")]] | None = None
+
+
+class PetitionOut(BaseModel):
+    id: str
+    slug: str
+    title: str
+    target: str
+    body: str
+    goal: int | None
+    requires_confirmation: bool
+    status: Literal["open", "closed"]
+    closes_at: datetime | None
+    accepting_signatures: bool
+    url: str
+    count_url: str
+
+    @classmethod
+    def of(
+        cls, petition: Petition, public_base: str, counter_base: str, now: datetime
+    ) -> PetitionOut:
+        return cls(
+            id=str(petition.id),
+            slug=petition.slug,
+            title=petition.title,
+            target=petition.target,
+            body=petition.body,
+            goal=petition.goal,
+            requires_confirmation=petition.requires_confirmation,
+            status=petition.status,
+            closes_at=petition.closes_at,
+            accepting_signatures=petition.accepting_signatures(now),
+            url=f"{public_base}/p/{petition.slug}",
+            count_url=f"{counter_base}/api/petitions/{petition.slug}/count",
+        )
+
+
+class AdminPetitionOut(PetitionOut):
+    organiser_email: str | None
+    milestones: list[int]
+    auto_raise_goal: bool
+    cors_origins: list[str]
+    version: int
+
+    @classmethod
+    def of_admin(
+        cls, petition: Petition, public_base: str, counter_base: str, now: datetime
+    ) -> AdminPetitionOut:
+        base = PetitionOut.of(petition, public_base, counter_base, now)
+        return cls(
+            **base.model_dump(),
+            organiser_email=petition.organiser_email,
+            milestones=petition.milestones,
+            auto_raise_goal=petition.auto_raise_goal,
+            cors_origins=petition.cors_origins,
+            version=petition.version,
+        )
+
+
+class InvalidationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ip: str | None = Field(None, description="An address or a CIDR range, e.g. 203.0.113.0/24")
+    email_domain: str | None = Field(None, max_length=254)
+    postcode: str | None = Field(None, max_length=16)
+    since: datetime | None = None
+    until: datetime | None = None
+    reason: str = Field("admin invalidation", max_length=200)
+
+
+class InvalidationResult(BaseModel):
+    invalidated: int

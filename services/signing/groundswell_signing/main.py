@@ -1,0 +1,60 @@
+"""`groundswell-signing serve | migrate | replay`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import uvicorn
+from groundswell_runtime.db import create_pool, migrate
+from groundswell_runtime.logging import configure_logging
+
+from groundswell_signing.adapters.repository import SCHEMA
+from groundswell_signing.config import SigningSettings
+from groundswell_signing.migrations import MIGRATIONS
+from groundswell_signing.service_layer.replay import replay_all
+
+
+async def _replay(settings: SigningSettings) -> int:
+    await migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    pool = await create_pool(settings.database_url)
+    try:
+        return await replay_all(pool)
+    finally:
+        await pool.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="groundswell-signing", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the HTTP service and its outbox relay")
+    commands.add_parser("migrate", help="apply database migrations and exit")
+    commands.add_parser(
+        "replay",
+        help="queue every petition and signature event again (rebuilds an empty broker); "
+        "the running service's relay publishes them",
+    )
+    args = parser.parse_args(argv)
+    settings = SigningSettings()  # ADMIN_TOKEN comes from the environment
+    configure_logging("signing", settings.log_level)
+
+    if args.command == "serve":
+        from groundswell_signing.entrypoints.http.app import create_app
+
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=settings.trust_forwarded_for,
+        )
+    elif args.command == "migrate":
+        asyncio.run(migrate(settings.database_url, SCHEMA, MIGRATIONS))
+    elif args.command == "replay":
+        count = asyncio.run(_replay(settings))
+        print(f"queued {count} events for publication")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Use cases for organisers: create, edit, close, reopen, invalidate, export."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from groundswell_runtime.outbox import enqueue
+
+from groundswell_signing.adapters import repository
+from groundswell_signing.adapters.repository import SCHEMA
+from groundswell_signing.domain.events import signature_invalidated
+from groundswell_signing.domain.petitions import Petition, PetitionNotFound
+
+
+class SlugTaken(ValueError):
+    pass
+
+
+async def create_petition(pool: asyncpg.Pool, fields: dict[str, Any]) -> Petition:
+    async with pool.acquire() as conn, conn.transaction():
+        petition = await repository.insert_petition(conn, {"id": uuid.uuid4(), **fields})
+        if petition is None:
+            raise SlugTaken(fields["slug"])
+        await enqueue(conn, SCHEMA, petition.state_event())
+    return petition
+
+
+async def update_petition(pool: asyncpg.Pool, slug: str, changes: dict[str, Any]) -> Petition:
+    async with pool.acquire() as conn, conn.transaction():
+        petition = await repository.get_petition(conn, slug, for_update=True)
+        if petition is None:
+            raise PetitionNotFound(slug)
+        if not changes:
+            return petition
+        petition = await repository.update_petition(conn, petition.id, changes)
+        await enqueue(conn, SCHEMA, petition.state_event())
+    return petition
+
+
+async def get_petition(pool: asyncpg.Pool, slug: str) -> Petition:
+    async with pool.acquire() as conn:
+        petition = await repository.get_petition(conn, slug)
+    if petition is None:
+        raise PetitionNotFound(slug)
+    return petition
+
+
+async def invalidate_signatures(
+    pool: asyncpg.Pool,
+    slug: str,
+    *,
+    reason: str,
+    ip_network: str | None,
+    email_domain: str | None,
+    postcode: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    now: datetime,
+) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        petition = await repository.get_petition(conn, slug)
+        if petition is None:
+            raise PetitionNotFound(slug)
+        ids = await repository.invalidate(
+            conn,
+            petition.id,
+            reason,
+            ip_network=ip_network,
+            email_domain=email_domain,
+            postcode=postcode,
+            since=since,
+            until=until,
+            now=now,
+        )
+        await enqueue(
+            conn, SCHEMA, *(signature_invalidated(i, petition.id, reason, now) for i in ids)
+        )
+    return len(ids)
+
+
+async def tally(pool: asyncpg.Pool, slug: str) -> dict[str, int]:
+    async with pool.acquire() as conn:
+        petition = await repository.get_petition(conn, slug)
+        if petition is None:
+            raise PetitionNotFound(slug)
+        return await repository.tally(conn, petition.id)
