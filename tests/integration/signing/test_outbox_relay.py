@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from groundswell_stack.processes import free_port
 from .conftest import SettingsFactory, SigningHarness, start_harness
 
 
-async def read_topic(bootstrap: str, topic: str, want: int, timeout: float = 20) -> list[Any]:
-    """Every record on a topic, waiting until at least `want` have arrived."""
+async def read_topic(
+    bootstrap: str, topic: str, done: Callable[[list[Any]], bool], timeout: float = 20
+) -> list[Any]:
+    """Records from the start of a topic, read until `done(records)` holds."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     deadline = asyncio.get_running_loop().time() + timeout
@@ -33,7 +36,7 @@ async def read_topic(bootstrap: str, topic: str, want: int, timeout: float = 20)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         records: list[Any] = []
-        while len(records) < want and asyncio.get_running_loop().time() < deadline:
+        while not done(records) and asyncio.get_running_loop().time() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for chunk in batch.values():
                 records.extend(chunk)
@@ -54,8 +57,14 @@ async def test_events_reach_kafka_keyed_by_petition_with_correlation_id(
         headers={"X-Request-ID": request_id},
     )
     assert response.headers["x-request-id"] == request_id
-    records = await read_topic(signing.settings.kafka_bootstrap_servers, Topic.SIGNATURES, 1)
-    ours = [r for r in records if dict(r.headers).get(CORRELATION_ID) == request_id.encode()]
+
+    def ours_in(records: list[Any]) -> list[Any]:
+        return [r for r in records if dict(r.headers).get(CORRELATION_ID) == request_id.encode()]
+
+    records = await read_topic(
+        signing.settings.kafka_bootstrap_servers, Topic.SIGNATURES, lambda rs: bool(ours_in(rs))
+    )
+    ours = ours_in(records)
     assert len(ours) == 1
     event = json.loads(ours[0].value)
     assert event["event_type"] == "SignatureCreated"
@@ -93,7 +102,9 @@ async def test_signing_survives_broker_outage_and_relay_catches_up(
 
             await asyncio.sleep(12)  # longer than the producer's request timeout
             os.kill(broker.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
-            records = await read_topic(broker.bootstrap, Topic.SIGNATURES, 20, timeout=60)
+            records = await read_topic(
+                broker.bootstrap, Topic.SIGNATURES, lambda rs: len(rs) >= 20, timeout=60
+            )
             created = {json.loads(r.value)["signature_id"] for r in records}
             assert len(created) == 20
     finally:

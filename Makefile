@@ -1,0 +1,42 @@
+# Groundswell: `make up` runs the stack, `make test` runs every test. Both install first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := packages/contracts packages/runtime services/signing services/counter \
+            services/mailer services/sharing deploy/stack
+PROJECT_FILES := requirements/constraints.txt requirements/dev.txt \
+                 $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+
+.PHONY: install up test lint browser clean
+
+$(STAMP): $(PROJECT_FILES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade 'pip>=24'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt \
+		-r requirements/dev.txt $(foreach p,$(PACKAGES),-e $(p))
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	$(BIN)/groundswell-stack up
+
+# The browser tests drive Debian's Chromium; installed here when we can (root + apt).
+browser:
+	@deploy/ci/ensure-chromium.sh
+
+test: install browser
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check packages services deploy tests bench
+	$(BIN)/mypy packages/contracts/groundswell_contracts packages/runtime/groundswell_runtime \
+		services/signing/groundswell_signing services/counter/groundswell_counter \
+		services/mailer/groundswell_mailer services/sharing/groundswell_sharing \
+		deploy/stack/groundswell_stack
+
+clean:
+	rm -rf $(VENV) .run

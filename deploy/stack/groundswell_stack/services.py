@@ -1,0 +1,104 @@
+"""The four Groundswell services as child processes, with the environment they share."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from groundswell_stack.processes import ManagedProcess
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    command: tuple[str, ...]
+    port_env: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def service_specs(env: Mapping[str, str]) -> list[ServiceSpec]:
+    def port(name: str, default: int) -> int:
+        return int(env.get(name, default))
+
+    return [
+        ServiceSpec(
+            "signing", ("groundswell-signing", "serve"), "SIGNING_PORT", port("SIGNING_PORT", 8001)
+        ),
+        ServiceSpec(
+            "counter", ("groundswell-counter", "worker"), "COUNTER_PORT", port("COUNTER_PORT", 8002)
+        ),
+        ServiceSpec(
+            "mailer", ("groundswell-mailer", "serve"), "MAILER_PORT", port("MAILER_PORT", 8003)
+        ),
+        ServiceSpec(
+            "sharing", ("groundswell-sharing", "serve"), "SHARING_PORT", port("SHARING_PORT", 8004)
+        ),
+    ]
+
+
+def service_env(base: Mapping[str, str], specs: list[ServiceSpec]) -> dict[str, str]:
+    """Every service gets every port and public URL, so links between them line up."""
+    by_name = {s.name: s for s in specs}
+    env = dict(base)
+    for spec in specs:
+        env[spec.port_env] = str(spec.port)
+    env.setdefault("PUBLIC_BASE_URL", by_name["signing"].url)
+    env.setdefault("COUNTER_PUBLIC_URL", by_name["counter"].url)
+    env.setdefault("MAILER_PUBLIC_URL", by_name["mailer"].url)
+    env.setdefault("SHARE_BASE_URL", by_name["sharing"].url)
+    return env
+
+
+def executable(name: str) -> str:
+    """The console script next to this interpreter (the project's venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} is not installed; run `make install`")
+    return found
+
+
+def start_service(spec: ServiceSpec, env: Mapping[str, str], log_dir: Path) -> ManagedProcess:
+    return ManagedProcess(
+        spec.name,
+        [executable(spec.command[0]), *spec.command[1:]],
+        env=env,
+        log_path=log_dir / f"{spec.name}.log",
+        # faust can hang on shutdown when the broker is gone; don't wait forever.
+        stop_timeout=15,
+    ).start()
+
+
+def wait_until_ready(spec: ServiceSpec, process: ManagedProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not process.running():
+            raise RuntimeError(f"{spec.name} exited; see its log")
+        try:
+            response = httpx.get(f"{spec.url}/readyz", timeout=2)
+            if response.status_code == 200:
+                return
+            last = response.text
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.25)
+    raise TimeoutError(f"{spec.name} not ready after {timeout:.0f}s: {last}")
+
+
+def clean_env() -> dict[str, str]:
+    # Services must see only what we give them plus the ordinary process environment.
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}

@@ -1,0 +1,145 @@
+"""`make up`: the whole stack in the foreground; Ctrl-C stops everything it started."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import FrameType
+
+from groundswell_stack.demo import DEMO_SLUG, seed_demo
+from groundswell_stack.infra import Infra, start_infra
+from groundswell_stack.processes import ManagedProcess, port_open
+from groundswell_stack.services import (
+    ServiceSpec,
+    clean_env,
+    executable,
+    service_env,
+    service_specs,
+    start_service,
+    wait_until_ready,
+)
+
+DEFAULT_KAFKA_PORT = 9092
+DEFAULT_SMTP_PORT = 1025
+DEFAULT_POSTGRES_PORT = 55432
+
+
+class Stop(Exception):
+    pass
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def _check_ports_free(ports: dict[str, int]) -> None:
+    busy = [f"{name} ({port})" for name, port in ports.items() if port_open(port)]
+    if busy:
+        raise SystemExit(
+            "These ports are already in use: " + ", ".join(busy) + ". Stop what uses them, "
+            "or choose others (e.g. SIGNING_PORT=9001, KAFKA_BOOTSTRAP_SERVERS=host:port)."
+        )
+
+
+def up(run_dir: Path) -> None:
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    env = clean_env()
+    specs = service_specs(env)
+    wanted = {s.name: s.port for s in specs}
+    if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        wanted["kafka"] = DEFAULT_KAFKA_PORT
+    if not env.get("SMTP_HOST"):
+        wanted["smtp"] = DEFAULT_SMTP_PORT
+    if not env.get("DATABASE_URL"):
+        wanted["postgres"] = int(env.get("POSTGRES_PORT", DEFAULT_POSTGRES_PORT))
+    _check_ports_free(wanted)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o755)  # the database runs as the postgres user when we are root
+    admin_token = env.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    infra: Infra | None = None
+    services: list[ManagedProcess] = []
+    try:
+        print("Starting PostgreSQL, Kafka (Tansu) and the SMTP sink...", flush=True)
+        infra = start_infra(
+            run_dir,
+            kafka_port=DEFAULT_KAFKA_PORT,
+            smtp_port=DEFAULT_SMTP_PORT,
+            postgres_port=wanted.get("postgres"),
+        )
+        if infra.smtp is not None:
+            print(f"  SMTP sink: {infra.smtp_host}:{infra.smtp_port}, messages in {infra.mail_dir}")
+        shared = service_env(env | infra.env() | {"ADMIN_TOKEN": admin_token}, specs)
+        log_dir = run_dir / "logs"
+        for spec in specs:
+            services.append(start_service(spec, shared, log_dir))
+        for spec, process in zip(specs, services, strict=True):
+            wait_until_ready(spec, process, timeout=120)
+            print(f"  {spec.name} ready on {spec.url}", flush=True)
+        if infra.broker is not None:
+            # A fresh memory-only broker: republish what PostgreSQL knows so every
+            # downstream view (counts, share stats) comes back exact.
+            subprocess.run(
+                [executable("groundswell-signing"), "replay"],
+                env=shared,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        demo_url = seed_demo(specs[0].url, admin_token)
+        _print_summary(specs, demo_url, admin_token, infra, log_dir)
+        while True:
+            for spec, process in zip(specs, services, strict=True):
+                if not process.running():
+                    raise SystemExit(
+                        f"{spec.name} stopped unexpectedly; see {log_dir}/{spec.name}.log"
+                    )
+            time.sleep(0.5)
+    except Stop as stop:
+        print(f"\nStopping ({stop})...", flush=True)
+    finally:
+        signal.signal(
+            signal.SIGINT, signal.SIG_IGN
+        )  # a second Ctrl-C must not cut the cleanup short
+        for process in reversed(services):
+            process.stop()
+        if infra is not None:
+            infra.close()
+        print("Everything Groundswell started has stopped.", flush=True)
+
+
+def _print_summary(
+    specs: list[ServiceSpec], demo_url: str, admin_token: str, infra: Infra, log_dir: Path
+) -> None:
+    by_name = {s.name: s.url for s in specs}
+    counts = f"{by_name['counter']}/api/petitions/{DEMO_SLUG}/count"
+    lines = [
+        "",
+        "Groundswell is running. Press Ctrl-C to stop everything.",
+        "",
+        f"  Demo petition page    {demo_url}",
+        f"  Signing API + docs    {by_name['signing']}/docs",
+        f"  Counts (JSON)         {counts}",
+        f"  Counts (live stream)  {counts}/stream",
+        f"  Mailer docs           {by_name['mailer']}/docs",
+        f"  Share stats           {by_name['sharing']}/api/petitions/{DEMO_SLUG}/shares",
+        "  Health / metrics      <service>/healthz, /readyz, /metrics",
+        f"  Kafka bootstrap       {infra.kafka_bootstrap}",
+        f"  PostgreSQL            {infra.database_url}",
+        f"  SMTP                  {infra.smtp_host}:{infra.smtp_port}"
+        + (f" (messages saved in {infra.mail_dir})" if infra.mail_dir else ""),
+        f"  Service logs          {log_dir}/",
+        "",
+        f"  Admin token           {admin_token}",
+        "",
+        "Try it:",
+        f"  curl -s -X POST {by_name['signing']}/api/petitions/{DEMO_SLUG}/signatures \\",
+        "    -H 'Content-Type: application/json' \\",
+        '    -d \'{"name": "Ada Lovelace", "email": "ada@example.org", "postcode": "OX1 2JD", '
+        '"contact_consent": true}\'',
+        "",
+    ]
+    print("\n".join(lines), flush=True)
