@@ -69,3 +69,10 @@ async def test_patch_rejects_unknown_fields_and_nulls(signing: SigningHarness) -
     null_title = await signing.client.patch(url, json={"title": None}, headers=ADMIN)
     assert null_title.status_code == 422
     assert (await signing.client.patch("/api/admin/petitions/nope", json={}, headers=ADMIN)).status_code == 404
+
+
+async def test_list_petitions(signing: SigningHarness) -> None:
+    first = await signing.create_petition()
+    second = await signing.create_petition()
+    listed = await signing.client.get("/api/admin/petitions", headers=ADMIN)
+    assert [p["slug"] for p in listed.json()] == [first["slug"], second["slug"]]

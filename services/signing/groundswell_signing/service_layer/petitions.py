@@ -48,6 +48,11 @@ async def get_petition(pool: asyncpg.Pool, slug: str) -> Petition:
     return petition
 
 
+async def list_petitions(pool: asyncpg.Pool) -> list[Petition]:
+    async with pool.acquire() as conn:
+        return await repository.list_petitions(conn)
+
+
 async def invalidate_signatures(
     pool: asyncpg.Pool,
     slug: str,

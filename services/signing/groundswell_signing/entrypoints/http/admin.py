@@ -36,6 +36,15 @@ async def create_petition(
     )
 
 
+@router.get("/petitions", response_model=list[AdminPetitionOut])
+async def list_petitions(pool: Pool, settings: Settings, now: Now) -> list[AdminPetitionOut]:
+    petitions = await petition_service.list_petitions(pool)
+    return [
+        AdminPetitionOut.of_admin(p, settings.public_base_url, settings.counter_public_url, now)
+        for p in petitions
+    ]
+
+
 @router.get("/petitions/{slug}", response_model=AdminPetitionOut)
 async def read_petition(slug: str, pool: Pool, settings: Settings, now: Now) -> AdminPetitionOut:
     petition = await petition_service.get_petition(pool, slug)
