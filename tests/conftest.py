@@ -8,6 +8,7 @@ Unit tests never touch it: the fixtures start lazily.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +32,7 @@ def infra() -> Iterator[Infra]:
         yield started
     finally:
         started.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -57,16 +57,24 @@ def eventually(check: Callable[[], Any], timeout: float = 15, every: float = 0.1
 @pytest.fixture(scope="session")
 def stack(infra: Infra, topics: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert infra.mail_dir is not None, "the e2e tests read the local SMTP sink's files"
-    ports = {name: str(free_port()) for name in ("SIGNING_PORT", "COUNTER_PORT", "MAILER_PORT", "SHARING_PORT")}
-    base = clean_env() | infra.env() | ports | {
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        "KAFKA_TOPIC_PARTITIONS": "4",
-        # Every test signs from 127.0.0.1.
-        "SIGNING_RATE_BURST_COUNT": "100000",
-        "SIGNING_RATE_SUSTAINED_COUNT": "100000",
-        "SIGNING_RATE_GLOBAL_COUNT": "100000",
-        "COUNTER_DATA_DIR": str(tmp_path_factory.mktemp("counter-data")),
+    ports = {
+        name: str(free_port())
+        for name in ("SIGNING_PORT", "COUNTER_PORT", "MAILER_PORT", "SHARING_PORT")
     }
+    base = (
+        clean_env()
+        | infra.env()
+        | ports
+        | {
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "KAFKA_TOPIC_PARTITIONS": "4",
+            # Every test signs from 127.0.0.1.
+            "SIGNING_RATE_BURST_COUNT": "100000",
+            "SIGNING_RATE_SUSTAINED_COUNT": "100000",
+            "SIGNING_RATE_GLOBAL_COUNT": "100000",
+            "COUNTER_DATA_DIR": str(tmp_path_factory.mktemp("counter-data")),
+        }
+    )
     specs: list[ServiceSpec] = service_specs(base)
     env = service_env(base, specs)
     logs = tmp_path_factory.mktemp("service-logs")

@@ -17,13 +17,20 @@ def create_petition(stack: Stack, **fields: object) -> dict[str, object]:
         "target": "The Secretary of State for Health",
         "body": "Local teams know their communities. Fund them, not contractors.",
     } | fields
-    response = httpx.post(f"{stack.urls['signing']}/api/admin/petitions", json=body, headers=stack.admin())
+    response = httpx.post(
+        f"{stack.urls['signing']}/api/admin/petitions", json=body, headers=stack.admin()
+    )
     assert response.status_code == 201, response.text
     return dict(response.json())
 
 
 def count_of(stack: Stack, slug: object) -> dict[str, object]:
     response = httpx.get(f"{stack.urls['counter']}/api/petitions/{slug}/count")
+    return dict(response.json()) if response.status_code == 200 else {}
+
+
+def share_stats(stack: Stack, slug: object) -> dict[str, object]:
+    response = httpx.get(f"{stack.urls['sharing']}/api/petitions/{slug}/shares")
     return dict(response.json()) if response.status_code == 200 else {}
 
 
@@ -40,12 +47,19 @@ def test_sign_count_thank_you_email_and_share_click(stack: Stack) -> None:
     email = f"e2e-{uuid.uuid4().hex[:8]}@example.org"
     signed = httpx.post(
         f"{stack.urls['signing']}/api/petitions/{slug}/signatures",
-        json={"name": "Flow Tester", "email": email, "postcode": "OX1 2JD", "contact_consent": True,
-              "source": "e2e"},
+        json={
+            "name": "Flow Tester",
+            "email": email,
+            "postcode": "OX1 2JD",
+            "contact_consent": True,
+            "source": "e2e",
+        },
     )
     assert signed.status_code == 202 and signed.json()["status"] == "signed"
 
-    counted = eventually(lambda: count_of(stack, slug).get("signatures") == 1 and count_of(stack, slug))
+    counted = eventually(
+        lambda: count_of(stack, slug).get("signatures") == 1 and count_of(stack, slug)
+    )
     assert counted["by_area"] == {"OX": 1} and counted["by_source"] == {"e2e": 1}
 
     [thank_you] = eventually(lambda: stack.mail_to(email))
@@ -58,25 +72,23 @@ def test_sign_count_thank_you_email_and_share_click(stack: Stack) -> None:
     page = httpx.get(click.headers["location"])
     assert page.status_code == 200 and petition["title"] in page.text
 
-    stats = eventually(
-        lambda: (r := httpx.get(f"{stack.urls['sharing']}/api/petitions/{slug}/shares")).json()
-        if r.status_code == 200 and r.json()["clicks"] == 1 else None
-    )
-    assert stats["clicks"] == 1
+    eventually(lambda: share_stats(stack, slug).get("clicks") == 1)
 
     # A friend signs through the link: the referral is attributed and counted.
     ref = click.headers["location"].split("ref=")[1].split("&")[0]
     friend = httpx.post(
         f"{stack.urls['signing']}/api/petitions/{slug}/signatures",
-        json={"name": "Friend Of", "email": f"friend-{email}", "postcode": "E1 6AN",
-              "contact_consent": False, "ref": ref},
+        json={
+            "name": "Friend Of",
+            "email": f"friend-{email}",
+            "postcode": "E1 6AN",
+            "contact_consent": False,
+            "ref": ref,
+        },
     )
     assert friend.status_code == 202
     eventually(lambda: count_of(stack, slug).get("signatures") == 2)
-    eventually(
-        lambda: httpx.get(f"{stack.urls['sharing']}/api/petitions/{slug}/shares").json()[
-            "signatures_via_referrals"] == 1
-    )
+    eventually(lambda: share_stats(stack, slug).get("signatures_via_referrals") == 1)
 
 
 def test_double_opt_in_through_the_email_link(stack: Stack) -> None:
@@ -92,7 +104,9 @@ def test_double_opt_in_through_the_email_link(stack: Stack) -> None:
     assert count_of(stack, slug)["signatures"] == 0
 
     [confirmation] = eventually(lambda: stack.mail_to(email))
-    confirm_url = link_in(confirmation, re.escape(stack.urls["signing"]) + r"/confirm/[A-Za-z0-9_-]+")
+    confirm_url = link_in(
+        confirmation, re.escape(stack.urls["signing"]) + r"/confirm/[A-Za-z0-9_-]+"
+    )
     assert httpx.get(confirm_url).status_code == 200  # what a link scanner does
     assert count_of(stack, slug)["signatures"] == 0
     assert httpx.post(confirm_url).status_code == 200
@@ -116,7 +130,12 @@ def test_logs_carry_no_personal_data(stack: Stack) -> None:
     petition = create_petition(stack, requires_confirmation=False)
     httpx.post(
         f"{stack.urls['signing']}/api/petitions/{petition['slug']}/signatures",
-        json={"name": "Secretive Person", "email": email, "postcode": "OX1 2JD", "contact_consent": True},
+        json={
+            "name": "Secretive Person",
+            "email": email,
+            "postcode": "OX1 2JD",
+            "contact_consent": True,
+        },
     )
     eventually(lambda: stack.mail_to(email))
     for log in stack.logs.glob("*.log"):

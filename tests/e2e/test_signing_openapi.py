@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     negative_data_rejection,
     response_schema_conformance,
 )
-from schemathesis.checks import not_a_server_error
 
 from .conftest import ADMIN_TOKEN, Stack
 

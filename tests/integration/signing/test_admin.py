@@ -35,8 +35,12 @@ async def test_slug_taken_is_409_naming_slug(signing: SigningHarness) -> None:
     petition = await signing.create_petition()
     again = await signing.client.post(
         "/api/admin/petitions",
-        json={"slug": petition["slug"], "title": "Another title", "target": "X Y",
-              "body": "Something else entirely"},
+        json={
+            "slug": petition["slug"],
+            "title": "Another title",
+            "target": "X Y",
+            "body": "Something else entirely",
+        },
         headers=ADMIN,
     )
     assert again.status_code == 409
@@ -51,7 +55,9 @@ async def test_close_reopen_and_expiry(signing: SigningHarness) -> None:
     )
     assert closed.json()["status"] == "closed"
     assert (await signing.sign(slug)).status_code == 409
-    await signing.client.patch(f"/api/admin/petitions/{slug}", json={"status": "open"}, headers=ADMIN)
+    await signing.client.patch(
+        f"/api/admin/petitions/{slug}", json={"status": "open"}, headers=ADMIN
+    )
     assert (await signing.sign(slug)).status_code == 202
     await signing.client.patch(
         f"/api/admin/petitions/{slug}", json={"closes_at": "2020-01-01T00:00:00Z"}, headers=ADMIN
@@ -68,7 +74,9 @@ async def test_patch_rejects_unknown_fields_and_nulls(signing: SigningHarness) -
     assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "colour"]
     null_title = await signing.client.patch(url, json={"title": None}, headers=ADMIN)
     assert null_title.status_code == 422
-    assert (await signing.client.patch("/api/admin/petitions/nope", json={}, headers=ADMIN)).status_code == 404
+    assert (
+        await signing.client.patch("/api/admin/petitions/nope", json={}, headers=ADMIN)
+    ).status_code == 404
 
 
 async def test_list_petitions(signing: SigningHarness) -> None:

@@ -10,7 +10,9 @@ from groundswell_signing.service_layer.replay import replay_all
 from .conftest import ADMIN, SigningHarness
 
 
-async def pending_signature(signing: SigningHarness, **sign: object) -> tuple[str, dict[str, object]]:
+async def pending_signature(
+    signing: SigningHarness, **sign: object
+) -> tuple[str, dict[str, object]]:
     petition = await signing.create_petition(requires_confirmation=True)
     assert (await signing.sign(petition["slug"], **sign)).status_code == 202
     created = (await signing.outbox_events("SignatureCreated"))[-1]
@@ -43,7 +45,9 @@ async def test_expired_and_unknown_tokens(signing: SigningHarness) -> None:
     await signing.pool.execute(
         "UPDATE signing.signatures SET confirmation_expires_at = now() - interval '1 second'"
     )
-    assert (await signing.client.post(f"/confirm/{created['confirmation_token']}")).status_code == 404
+    assert (
+        await signing.client.post(f"/confirm/{created['confirmation_token']}")
+    ).status_code == 404
     assert (await signing.client.post("/confirm/made-up")).status_code == 404
 
 
@@ -68,7 +72,9 @@ async def test_withdraw(signing: SigningHarness) -> None:
     assert (await signing.client.post(url)).status_code == 404
     [event] = await signing.outbox_events("SignatureWithdrawn")
     assert event["signature_id"] == created["signature_id"]
-    tally = await signing.client.get(f"/api/admin/petitions/{petition['slug']}/tally", headers=ADMIN)
+    tally = await signing.client.get(
+        f"/api/admin/petitions/{petition['slug']}/tally", headers=ADMIN
+    )
     assert tally.json() == {"signatures": 0, "pending": 0}
 
 
@@ -105,8 +111,12 @@ async def test_export_is_spreadsheet_safe(signing: SigningHarness) -> None:
         "UPDATE signing.signatures SET name = '=cmd|'' /C calc''!A0', postcode = '+44' "
         "WHERE email = 'edited@example.org'"
     )
-    await signing.sign(slug, name="Tab Start", email="tab@example.org", country="FR", postcode="\t75001")
-    response = await signing.client.get(f"/api/admin/petitions/{slug}/signatures.csv", headers=ADMIN)
+    await signing.sign(
+        slug, name="Tab Start", email="tab@example.org", country="FR", postcode="\t75001"
+    )
+    response = await signing.client.get(
+        f"/api/admin/petitions/{slug}/signatures.csv", headers=ADMIN
+    )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(response.text)))
@@ -116,7 +126,9 @@ async def test_export_is_spreadsheet_safe(signing: SigningHarness) -> None:
         for cell in row:
             assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), row
     assert "'=cmd|' /C calc'!A0" in {r[0] for r in rows}
-    assert (await signing.client.get(f"/api/admin/petitions/{slug}/signatures.csv")).status_code == 401
+    assert (
+        await signing.client.get(f"/api/admin/petitions/{slug}/signatures.csv")
+    ).status_code == 401
 
 
 async def test_replay_requeues_the_same_events(signing: SigningHarness) -> None:
@@ -131,6 +143,6 @@ async def test_replay_requeues_the_same_events(signing: SigningHarness) -> None:
     queued = await replay_all(signing.pool)
     assert queued == 4  # petition state, two created, one confirmed
     events = await signing.outbox_events()
-    replayed = events[len(original):]
+    replayed = events[len(original) :]
     assert {e["event_id"]: e["event_type"] for e in replayed} == original
     assert all(e.get("confirmation_token") is None for e in replayed)

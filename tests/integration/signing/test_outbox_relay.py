@@ -52,8 +52,12 @@ async def test_events_reach_kafka_keyed_by_petition_with_correlation_id(
     request_id = f"test-{uuid.uuid4().hex[:8]}"
     response = await signing.client.post(
         f"/api/petitions/{petition['slug']}/signatures",
-        json={"name": "Kafka Reader", "email": "reader@example.org", "postcode": "OX1 2JD",
-              "contact_consent": True},
+        json={
+            "name": "Kafka Reader",
+            "email": "reader@example.org",
+            "postcode": "OX1 2JD",
+            "contact_consent": True,
+        },
         headers={"X-Request-ID": request_id},
     )
     assert response.headers["x-request-id"] == request_id
@@ -70,9 +74,12 @@ async def test_events_reach_kafka_keyed_by_petition_with_correlation_id(
     assert event["event_type"] == "SignatureCreated"
     assert ours[0].key.decode() == petition["id"] == event["petition_id"]
     for _ in range(50):  # the relay marks rows after the broker acknowledges them
-        if await signing.pool.fetchval(
-            "SELECT count(*) FROM signing.outbox WHERE published_at IS NULL"
-        ) == 0:
+        if (
+            await signing.pool.fetchval(
+                "SELECT count(*) FROM signing.outbox WHERE published_at IS NULL"
+            )
+            == 0
+        ):
             break
         await asyncio.sleep(0.1)
     else:

@@ -16,7 +16,9 @@ async def strict(topics: None, signing_settings: SettingsFactory) -> AsyncIterat
 
 
 @pytest.fixture
-async def flagging(topics: None, signing_settings: SettingsFactory) -> AsyncIterator[SigningHarness]:
+async def flagging(
+    topics: None, signing_settings: SettingsFactory
+) -> AsyncIterator[SigningHarness]:
     async for harness in start_harness(
         signing_settings(rate_burst_count=1, rate_limit_action="flag")
     ):

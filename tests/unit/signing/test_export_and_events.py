@@ -17,9 +17,18 @@ def test_spreadsheet_safe_cells() -> None:
 
 def petition(version: int, status: str = "open") -> Petition:
     return Petition(
-        id=uuid.UUID(int=7), slug="s", title="Title here", target="Someone", body="Body text",
-        goal=None, requires_confirmation=True, organiser_email=None, closes_at=None,
-        status=status, version=version, created_at=datetime.now(UTC),  # type: ignore[arg-type]
+        id=uuid.UUID(int=7),
+        slug="s",
+        title="Title here",
+        target="Someone",
+        body="Body text",
+        goal=None,
+        requires_confirmation=True,
+        organiser_email=None,
+        closes_at=None,
+        status=status,
+        version=version,
+        created_at=datetime.now(UTC),  # type: ignore[arg-type]
     )
 
 

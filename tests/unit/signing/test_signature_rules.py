@@ -45,7 +45,17 @@ def test_other_countries_postcodes_are_free_text() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["=SUM(A1)", "+44", "-1", "@here", "visit http://x.io", "www.spam.com", "x" * 101, "  ", "a\u202eb"],
+    [
+        "=SUM(A1)",
+        "+44",
+        "-1",
+        "@here",
+        "visit http://x.io",
+        "www.spam.com",
+        "x" * 101,
+        "  ",
+        "a\u202eb",
+    ],
 )
 def test_names_refused(name: str) -> None:
     with pytest.raises(ValueError):
@@ -60,7 +70,9 @@ def test_names_trimmed_and_collapsed() -> None:
 def test_every_bad_field_reported_together() -> None:
     with pytest.raises(SignatureError) as caught:
         validate_signature(
-            SignatureInput(name="=x", email="bad", postcode="nope", country="ZZ", contact_consent=True)
+            SignatureInput(
+                name="=x", email="bad", postcode="nope", country="ZZ", contact_consent=True
+            )
         )
     assert set(caught.value.errors) == {"name", "email", "country"}
 
@@ -68,8 +80,13 @@ def test_every_bad_field_reported_together() -> None:
 def test_valid_signature() -> None:
     valid = validate_signature(
         SignatureInput(
-            name="Ada Lovelace", email="Ada.L+x@gmail.com", postcode="ox1 2jd", country="gb",
-            contact_consent=False, ref=" abc_123 ", source="",
+            name="Ada Lovelace",
+            email="Ada.L+x@gmail.com",
+            postcode="ox1 2jd",
+            country="gb",
+            contact_consent=False,
+            ref=" abc_123 ",
+            source="",
         )
     )
     assert valid.email == "Ada.L+x@gmail.com" and valid.email_canonical == "adal@gmail.com"

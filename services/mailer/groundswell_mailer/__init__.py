@@ -1,0 +1,1 @@
+"""Groundswell mailer: turns signature events into emails, exactly once per email."""

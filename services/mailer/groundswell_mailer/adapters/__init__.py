@@ -1,0 +1,1 @@
+"""PostgreSQL and SMTP: the mailer's side effects."""

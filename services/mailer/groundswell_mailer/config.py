@@ -1,0 +1,51 @@
+"""Mailer settings: `MAILER_*` for its own, unprefixed names for what the stack shares."""
+
+from __future__ import annotations
+
+from groundswell_contracts.topics import Consumer
+from groundswell_runtime.settings import ServiceSettings
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+
+class MailerSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MAILER_", extra="ignore")
+
+    port: int = 8003
+    # Where the unsubscribe links in emails point (this service, as the recipient sees it).
+    public_url: str = "http://127.0.0.1:8003"
+    public_base_url: str = Field(
+        "http://127.0.0.1:8001", validation_alias=AliasChoices("PUBLIC_BASE_URL")
+    )
+    share_base_url: str = Field(
+        "http://127.0.0.1:8004", validation_alias=AliasChoices("SHARE_BASE_URL")
+    )
+    mail_from: str = Field(
+        "Groundswell <no-reply@groundswell.localhost>",
+        validation_alias=AliasChoices("MAILER_FROM"),
+    )
+
+    smtp_host: str = Field("127.0.0.1", validation_alias=AliasChoices("SMTP_HOST"))
+    smtp_port: int = Field(1025, validation_alias=AliasChoices("SMTP_PORT"))
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    # None: upgrade when the server offers STARTTLS (aiosmtplib's default).
+    smtp_starttls: bool | None = None
+    smtp_use_tls: bool = False
+    smtp_timeout_seconds: float = Field(15.0, gt=0)
+
+    # Temporary failures (4xx, timeouts, refused connections) are retried with
+    # exponential backoff; after `max_attempts` the email is given up as failed.
+    max_attempts: int = Field(6, ge=1)
+    retry_base_seconds: float = Field(30.0, gt=0)
+    retry_max_seconds: float = Field(3600.0, gt=0)
+    send_concurrency: int = Field(8, ge=1)
+    # A claimed email whose sender died is claimed again after this long.
+    send_lease_seconds: float = Field(300.0, gt=0)
+    poll_interval_seconds: float = Field(1.0, gt=0)
+    # A thank-you held for a signature never confirmed is forgotten (address included).
+    unconfirmed_retention_days: int = Field(30, ge=1)
+
+    # Overridable so a test or a replay can read the topic under a group of its own;
+    # dead letters always go to `mailer.dlq`.
+    consumer_group: str = Consumer.MAILER.value

@@ -1,0 +1,1 @@
+"""Groundswell sharing: per-signer share links, clicks, referrals and their stats."""

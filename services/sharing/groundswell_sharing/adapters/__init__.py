@@ -1,0 +1,1 @@
+"""PostgreSQL: the sharing service's schema."""

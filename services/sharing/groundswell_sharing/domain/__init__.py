@@ -1,0 +1,1 @@
+"""Sharing rules with no I/O: channels, visitors, redirects, the viral coefficient."""

@@ -1,0 +1,42 @@
+"""Sharing statistics from per-channel and per-referrer tallies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChannelTally:
+    clicks: int = 0
+    signatures: int = 0
+
+
+@dataclass(frozen=True)
+class ReferrerTally:
+    first_name: str
+    clicks: int
+    signatures: int
+
+
+def viral_coefficient(signatures_via_referrals: int, signers: int) -> float:
+    """Signatures that came through a signer's share link, per counted signer.
+
+    0.25: one signer in four was brought in by another signer's link. At 1.0 every
+    signer brings in one more on average; above it, sharing alone grows the petition.
+    """
+    if signers <= 0:
+        return 0.0
+    return round(signatures_via_referrals / signers, 4)
+
+
+def by_channel(clicks: Mapping[str, int], signatures: Mapping[str, int]) -> dict[str, ChannelTally]:
+    channels = sorted(set(clicks) | set(signatures))
+    return {c: ChannelTally(clicks.get(c, 0), signatures.get(c, 0)) for c in channels}
+
+
+def top_referrers(tallies: Iterable[ReferrerTally], limit: int) -> list[ReferrerTally]:
+    """Most referred signatures first, then most clicks; people with neither are left out."""
+    active = [t for t in tallies if (t.clicks or t.signatures) and t.first_name]
+    active.sort(key=lambda t: (-t.signatures, -t.clicks))
+    return active[:limit]

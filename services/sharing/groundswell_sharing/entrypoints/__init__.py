@@ -1,0 +1,1 @@
+"""What drives the sharing service: the HTTP app and the event handler."""

@@ -1,0 +1,148 @@
+"""Petition and signature events -> share links and referrals.
+
+Every change commits with `claim_event` in one transaction, so a redelivered event
+changes nothing; the referral table's key (the referred signature) also holds
+against replays that carry new event ids.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+import structlog
+from groundswell_contracts.events import (
+    AnyEvent,
+    PetitionClosed,
+    PetitionCreated,
+    PetitionUpdated,
+    ReferralAttributed,
+    SignatureConfirmed,
+    SignatureCreated,
+    SignatureInvalidated,
+    SignatureWithdrawn,
+)
+from groundswell_runtime.consumer import claim_event
+from groundswell_runtime.outbox import enqueue
+
+from groundswell_sharing.adapters import repository as repo
+from groundswell_sharing.config import SharingSettings
+from groundswell_sharing.domain.links import UNKNOWN, first_name, normalize_channel
+
+log = structlog.get_logger()
+
+
+class SharingHandler:
+    def __init__(self, pool: asyncpg.Pool, settings: SharingSettings) -> None:
+        self._pool = pool
+        self._click_window = timedelta(hours=settings.referral_click_window_hours)
+
+    async def __call__(self, event: AnyEvent) -> None:
+        if isinstance(event, PetitionCreated | PetitionUpdated | PetitionClosed):
+            async with self._pool.acquire() as conn:
+                await repo.upsert_petition(
+                    conn, event.petition_id, event.slug, event.title, event.occurred_at
+                )
+        elif isinstance(event, SignatureCreated):
+            await self._created(event)
+        elif isinstance(event, SignatureConfirmed):
+            await self._confirmed(event)
+        elif isinstance(event, SignatureWithdrawn | SignatureInvalidated):
+            await self._void(event)
+
+    async def _created(self, event: SignatureCreated) -> None:
+        if event.status == "fraudulent":
+            # Never counted, so neither its link nor its referral may count.
+            return
+        status = "counted" if event.status == "signed" else "pending"
+        attributed: ReferralAttributed | None = None
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await claim_event(conn, repo.SCHEMA, event.event_id):
+                return
+            await repo.ensure_petition(
+                conn, event.petition_id, event.petition_slug, event.petition_title
+            )
+            await repo.add_share_link(
+                conn,
+                share_code=event.share_code,
+                signature_id=event.signature_id,
+                petition_id=event.petition_id,
+                first_name=first_name(event.name),
+                source=event.source,
+                status=status,
+                created_at=event.occurred_at,
+            )
+            referrer = await self._referrer(conn, event)
+            if referrer is not None:
+                channel = await self._channel(conn, event, referrer)
+                added = await repo.add_referral(
+                    conn,
+                    signature_id=event.signature_id,
+                    referrer=referrer,
+                    channel=channel,
+                    status=status,
+                    created_at=event.occurred_at,
+                )
+                # Attributed when it counts: now if signed, else on confirmation.
+                if added and status == "counted":
+                    attributed = ReferralAttributed(
+                        petition_id=event.petition_id,
+                        share_code=referrer.share_code,
+                        referrer_signature_id=referrer.signature_id,
+                        signature_id=event.signature_id,
+                    )
+                    await enqueue(conn, repo.SCHEMA, attributed)
+        if attributed is not None:
+            log.info("referral_attributed", signature_id=str(event.signature_id))
+
+    async def _referrer(
+        self, conn: asyncpg.Connection, event: SignatureCreated
+    ) -> repo.ShareLink | None:
+        if not event.ref or event.ref == event.share_code:
+            return None
+        referrer = await repo.find_share_link(conn, event.ref)
+        if referrer is None:
+            log.info("referral_code_unknown", signature_id=str(event.signature_id))
+            return None
+        # A code from another petition's signer brought nobody to this one.
+        if referrer.petition_id != event.petition_id or referrer.signature_id == event.signature_id:
+            return None
+        return referrer
+
+    async def _channel(
+        self, conn: asyncpg.Connection, event: SignatureCreated, referrer: repo.ShareLink
+    ) -> str:
+        # `ref_channel` is not in the contract yet (see the service README); until
+        # signing forwards it, the latest click on the same link stands in for it.
+        declared = getattr(event, "ref_channel", None)
+        if isinstance(declared, str) and declared:
+            return normalize_channel(declared)
+        recent = await repo.latest_click_channel(
+            conn, referrer.share_code, event.occurred_at, self._click_window
+        )
+        return recent or UNKNOWN
+
+    async def _confirmed(self, event: SignatureConfirmed) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await claim_event(conn, repo.SCHEMA, event.event_id):
+                return
+            referral = await repo.confirm_signature(conn, event.signature_id)
+            if referral is not None:
+                await enqueue(
+                    conn,
+                    repo.SCHEMA,
+                    ReferralAttributed(
+                        petition_id=referral.petition_id,
+                        share_code=referral.share_code,
+                        referrer_signature_id=referral.referrer_signature_id,
+                        signature_id=event.signature_id,
+                    ),
+                )
+
+    async def _void(self, event: SignatureWithdrawn | SignatureInvalidated) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await claim_event(conn, repo.SCHEMA, event.event_id):
+                return
+            voided = await repo.void_signature(conn, event.signature_id)
+        if voided:
+            log.info("referral_voided", signature_id=str(event.signature_id))

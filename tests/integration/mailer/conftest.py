@@ -1,0 +1,240 @@
+"""Mailer integration fixtures: the real app (in-process, lifespan run) against the
+session's PostgreSQL, broker and SMTP sink, and helpers to publish and observe."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from groundswell_contracts.events import (
+    AnyEvent,
+    Event,
+    SignatureCreated,
+    encode,
+    parse_event,
+    topic_for,
+)
+from groundswell_mailer.config import MailerSettings
+from groundswell_mailer.entrypoints.http import create_app
+from groundswell_runtime.kafka import make_consumer, make_producer
+from groundswell_stack.infra import Infra
+
+PUBLIC_BASE_URL = "http://signing.test"
+SHARE_BASE_URL = "http://share.test"
+MAILER_PUBLIC_URL = "http://mailer.test"
+
+
+@asynccontextmanager
+async def scratch_database(infra: Infra) -> AsyncIterator[str]:
+    """An empty database shared by one module's tests (the app starts once per module)."""
+    name = f"mailer_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(infra.database_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    base, _, _ = infra.database_url.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(infra.database_url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+@dataclass
+class RunningMailer:
+    client: httpx.AsyncClient
+    db: asyncpg.Pool
+    settings: MailerSettings
+
+
+@asynccontextmanager
+async def running_mailer(
+    infra: Infra, smtp_host: str, smtp_port: int, **overrides: Any
+) -> AsyncIterator[RunningMailer]:
+    async with scratch_database(infra) as database_url:
+        settings = MailerSettings(
+            DATABASE_URL=database_url,
+            KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
+            KAFKA_TOPIC_PARTITIONS=4,
+            SMTP_HOST=smtp_host,
+            SMTP_PORT=smtp_port,
+            PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+            SHARE_BASE_URL=SHARE_BASE_URL,
+            MAILER_FROM="Groundswell <no-reply@groundswell.test>",
+            public_url=MAILER_PUBLIC_URL,
+            poll_interval_seconds=0.2,
+            smtp_timeout_seconds=5,
+            # A group of its own per app: Tansu takes ~11 s to re-form a group that a
+            # previous member just left, a fresh group ~3 s.
+            consumer_group=f"mailer-test-{uuid.uuid4().hex[:8]}",
+            **overrides,
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            db = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+            try:
+                async with httpx.AsyncClient(
+                    transport=transport, base_url=MAILER_PUBLIC_URL
+                ) as client:
+                    yield RunningMailer(client, db, settings)
+            finally:
+                await db.close()
+
+
+@pytest.fixture(scope="session")
+async def producer(infra: Infra, topics: None) -> AsyncIterator[AIOKafkaProducer]:
+    kafka = make_producer(infra.kafka_bootstrap, linger_ms=0)
+    await kafka.start()
+    try:
+        yield kafka
+    finally:
+        await kafka.stop()
+
+
+Publish = Callable[[Event], Awaitable[None]]
+
+
+@pytest.fixture
+def publish(producer: AIOKafkaProducer) -> Publish:
+    """Publish an event as the signing service's outbox relay does: topic and key by type."""
+
+    async def send(event: Event) -> None:
+        await producer.send_and_wait(topic_for(event).value, encode(event), key=event.key.encode())
+
+    return send
+
+
+def new_signature(**overrides: Any) -> SignatureCreated:
+    """A SignatureCreated with a unique petition, signer and address."""
+    unique = uuid.uuid4().hex[:10]
+    fields: dict[str, Any] = {
+        "petition_id": uuid.uuid4(),
+        "signature_id": uuid.uuid4(),
+        "petition_slug": f"save-the-park-{unique}",
+        "petition_title": "Save the <Park> & pond",
+        "status": "signed",
+        "email": f"signer-{unique}@example.test",
+        "name": "Zoë O'Brien",
+        "contact_consent": True,
+        "country": "GB",
+        "share_code": f"sc{unique}",
+        "withdraw_token": f"wd-{unique}",
+    }
+    fields.update(overrides)
+    return SignatureCreated(**fields)
+
+
+@pytest.fixture
+def signature() -> Callable[..., SignatureCreated]:
+    return new_signature
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0, interval: float = 0.1
+) -> Any:
+    """Poll until `check` returns something truthy; fail with its last value otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        await asyncio.sleep(interval)
+
+
+def mail_to(mail_dir: Path, recipient: str) -> list[EmailMessage]:
+    """Messages in the shared sink for one (test-unique) address, oldest first.
+
+    Like `smtp_sink.read_messages`, but only files mentioning the address are parsed:
+    the sink is shared by the whole session and may hold many messages.
+    """
+    wanted = recipient.lower()
+    messages = []
+    for path in sorted(mail_dir.glob("*.eml")):
+        raw = path.read_bytes()
+        if wanted.encode() not in raw.lower():
+            continue
+        message = message_from_bytes(raw, policy=policy.default)
+        if wanted in str(message["To"] or "").lower():
+            messages.append(message)
+    return messages
+
+
+async def topic_records(bootstrap: str, topic: str, timeout: float = 15.0) -> list[Any]:
+    """Every record on a topic so far (no group: nothing is committed)."""
+    consumer = make_consumer(bootstrap, None, topic)
+    await consumer.start()
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+            partitions = consumer.assignment()
+            # The high-water mark from Fetch is exact on Tansu (ListOffsets is not).
+            caught_up = bool(partitions)
+            for tp in partitions:
+                highwater = consumer.highwater(tp)
+                if highwater is None or await consumer.position(tp) < highwater:
+                    caught_up = False
+            if (not batch and caught_up) or time.monotonic() > deadline:
+                return records
+    finally:
+        await consumer.stop()
+
+
+async def topic_events(bootstrap: str, topic: str) -> list[AnyEvent]:
+    return [parse_event(r.value or b"") for r in await topic_records(bootstrap, topic)]
+
+
+class Kit:
+    """The helpers above, for test modules (conftest cannot be imported under importlib)."""
+
+    eventually = staticmethod(eventually)
+    mail_to = staticmethod(mail_to)
+    signature = staticmethod(new_signature)
+    topic_events = staticmethod(topic_events)
+    topic_records = staticmethod(topic_records)
+
+    def __init__(self, infra: Infra, publish: Publish, producer: AIOKafkaProducer) -> None:
+        self.infra = infra
+        self.publish = publish
+        self.producer = producer
+
+
+@pytest.fixture
+def kit(infra: Infra, publish: Publish, producer: AIOKafkaProducer) -> Kit:
+    return Kit(infra, publish, producer)
+
+
+@pytest.fixture(scope="session")
+def start_mailer() -> Callable[..., Any]:
+    return running_mailer
+
+
+@pytest.fixture(scope="module")
+async def mailer(infra: Infra, topics: None) -> AsyncIterator[RunningMailer]:
+    """The mailer sending to the session's SMTP sink, shared by one module's tests."""
+    if infra.mail_dir is None:
+        pytest.skip("needs the local SMTP sink (SMTP_HOST points elsewhere)")
+    async with running_mailer(infra, infra.smtp_host, infra.smtp_port) as running:
+        yield running

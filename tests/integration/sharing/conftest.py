@@ -1,0 +1,168 @@
+"""Sharing integration fixtures: the real app (in-process, lifespan run) against the
+session's PostgreSQL and broker, and helpers to publish and observe."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from groundswell_contracts.events import (
+    AnyEvent,
+    Event,
+    SignatureCreated,
+    encode,
+    parse_event,
+    topic_for,
+)
+from groundswell_runtime.kafka import make_consumer, make_producer
+from groundswell_sharing.config import SharingSettings
+from groundswell_sharing.entrypoints.http import create_app
+from groundswell_stack.infra import Infra
+
+PUBLIC_BASE_URL = "http://signing.test"
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0"
+
+
+@dataclass
+class RunningSharing:
+    client: httpx.AsyncClient
+    db: asyncpg.Pool
+    settings: SharingSettings
+
+
+@pytest.fixture(scope="module")
+async def sharing(infra: Infra, topics: None) -> AsyncIterator[RunningSharing]:
+    """The sharing app on a database of its own, shared by one module's tests."""
+    name = f"sharing_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(infra.database_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    database_url = f"{infra.database_url.rpartition('/')[0]}/{name}"
+    settings = SharingSettings(
+        DATABASE_URL=database_url,
+        KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
+        KAFKA_TOPIC_PARTITIONS=4,
+        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+        visitor_salt="test-salt",
+        # A group of its own: Tansu takes ~11 s to re-form a group a member just left.
+        consumer_group=f"sharing-test-{uuid.uuid4().hex[:8]}",
+    )
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            db = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+            try:
+                async with httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app),
+                    base_url="http://share.test",
+                    headers={"user-agent": BROWSER},
+                ) as client:
+                    yield RunningSharing(client, db, settings)
+            finally:
+                await db.close()
+    finally:
+        admin = await asyncpg.connect(infra.database_url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def sharing_producer(infra: Infra, topics: None) -> AsyncIterator[AIOKafkaProducer]:
+    kafka = make_producer(infra.kafka_bootstrap, linger_ms=0)
+    await kafka.start()
+    try:
+        yield kafka
+    finally:
+        await kafka.stop()
+
+
+def new_signature(**overrides: Any) -> SignatureCreated:
+    unique = uuid.uuid4().hex[:10]
+    fields: dict[str, Any] = {
+        "petition_id": uuid.uuid4(),
+        "signature_id": uuid.uuid4(),
+        "petition_slug": f"clean-rivers-{unique}",
+        "petition_title": "Clean rivers now",
+        "status": "signed",
+        "email": f"s-{unique}@example.test",
+        "name": f"Ada{unique[:4]} Lovelace",
+        "contact_consent": False,
+        "country": "GB",
+        "share_code": f"c{unique}",
+        "withdraw_token": f"w-{unique}",
+    }
+    fields.update(overrides)
+    return SignatureCreated(**fields)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0, interval: float = 0.1
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        await asyncio.sleep(interval)
+
+
+async def topic_events(bootstrap: str, topic: str, timeout: float = 15.0) -> list[AnyEvent]:
+    """Every event on a topic so far (no group: nothing is committed)."""
+    consumer = make_consumer(bootstrap, None, topic)
+    await consumer.start()
+    events: list[AnyEvent] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                events.extend(parse_event(r.value or b"") for r in records)
+            partitions = consumer.assignment()
+            # The high-water mark from Fetch is exact on Tansu (ListOffsets is not).
+            caught_up = bool(partitions)
+            for tp in partitions:
+                highwater = consumer.highwater(tp)
+                if highwater is None or await consumer.position(tp) < highwater:
+                    caught_up = False
+            if (not batch and caught_up) or time.monotonic() > deadline:
+                return events
+    finally:
+        await consumer.stop()
+
+
+class Kit:
+    """Helpers for test modules (conftest cannot be imported under importlib)."""
+
+    eventually = staticmethod(eventually)
+    signature = staticmethod(new_signature)
+    topic_events = staticmethod(topic_events)
+    browser = BROWSER
+    public_base_url = PUBLIC_BASE_URL
+
+    def __init__(self, infra: Infra, producer: AIOKafkaProducer) -> None:
+        self.infra = infra
+        self._producer = producer
+
+    async def publish(self, event: Event) -> None:
+        await self._producer.send_and_wait(
+            topic_for(event).value, encode(event), key=event.key.encode()
+        )
+
+
+@pytest.fixture
+def kit(infra: Infra, sharing_producer: AIOKafkaProducer) -> Kit:
+    return Kit(infra, sharing_producer)
