@@ -84,3 +84,16 @@ async def test_list_petitions(signing: SigningHarness) -> None:
     second = await signing.create_petition()
     listed = await signing.client.get("/api/admin/petitions", headers=ADMIN)
     assert [p["slug"] for p in listed.json()] == [first["slug"], second["slug"]]
+
+
+async def test_long_petition_texts_fit_but_not_on_public_routes(signing: SigningHarness) -> None:
+    # 10,000 two-byte characters: over the public body limit, within the admin one.
+    petition = await signing.create_petition(body="\u00e9" * 10_000)
+    assert len(petition["body"]) == 10_000
+    too_long = await signing.client.post(
+        "/api/admin/petitions",
+        json={"slug": "too-long", "title": "Title", "target": "Someone", "body": "x" * 10_001},
+        headers=ADMIN,
+    )
+    assert too_long.status_code == 422
+    assert too_long.json()["detail"][0]["loc"] == ["body", "body"]

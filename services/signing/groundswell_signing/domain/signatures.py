@@ -68,6 +68,13 @@ class ValidSignature:
     source: str | None
 
 
+def reject_control_characters(text: str, *, allow_newlines: bool) -> str:
+    allowed = {"\n", "\r", "\t"} if allow_newlines else set()
+    if any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text):
+        raise ValueError("must not contain control characters")
+    return text
+
+
 def check_name(raw: str) -> str:
     name = unicodedata.normalize("NFC", " ".join(raw.split()))
     if not name:
@@ -108,6 +115,7 @@ def canonical_email(address: str) -> str:
 def check_postcode(raw: str | None, country: str) -> tuple[str | None, str | None]:
     """Returns (normalised postcode, area). UK postcodes are required and checked."""
     text = " ".join((raw or "").split()).upper()
+    reject_control_characters(text, allow_newlines=False)
     if country == "GB":
         if not text:
             raise ValueError("Enter your postcode")

@@ -7,13 +7,14 @@ import io
 import ipaddress
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, status
 from fastapi.responses import StreamingResponse
 
 from groundswell_signing.adapters import repository
 from groundswell_signing.domain.petitions import PetitionNotFound
 from groundswell_signing.domain.signatures import FORMULA_PREFIXES
 from groundswell_signing.entrypoints.http.dependencies import Now, Pool, Settings, require_admin
+from groundswell_signing.entrypoints.http.errors import unprocessable
 from groundswell_signing.entrypoints.http.schemas import (
     AdminPetitionOut,
     InvalidationRequest,
@@ -62,10 +63,7 @@ async def update_petition(
     nullable = {"goal", "closes_at", "organiser_email"}
     for field, value in changes.items():
         if value is None and field not in nullable:
-            raise HTTPException(
-                422,
-                [{"loc": ["body", field], "msg": f"{field} cannot be null", "type": "value_error"}],
-            )
+            raise unprocessable(field, f"{field} cannot be null")
     petition = await petition_service.update_petition(pool, slug, changes)
     return AdminPetitionOut.of_admin(
         petition, settings.public_base_url, settings.counter_public_url, now
@@ -84,22 +82,13 @@ async def invalidate(
 ) -> InvalidationResult:
     """Invalidate every live signature matching ALL the given criteria; counts drop accordingly."""
     if not any([body.ip, body.email_domain, body.postcode, body.since, body.until]):
-        raise HTTPException(422, "Give at least one of ip, email_domain, postcode, since, until")
+        raise unprocessable(None, "Give at least one of ip, email_domain, postcode, since, until")
     network = None
     if body.ip:
         try:
             network = str(ipaddress.ip_network(body.ip, strict=False))
         except ValueError:
-            raise HTTPException(
-                422,
-                [
-                    {
-                        "loc": ["body", "ip"],
-                        "msg": "Give an IP address or CIDR range",
-                        "type": "value_error",
-                    }
-                ],
-            ) from None
+            raise unprocessable("ip", "Give an IP address or CIDR range") from None
     count = await petition_service.invalidate_signatures(
         pool,
         slug,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from groundswell_signing.domain.petitions import PetitionClosedError, PetitionNotFound
@@ -17,6 +17,12 @@ def field_errors(errors: dict[str, str]) -> list[dict[str, object]]:
         {"loc": ["body", field], "msg": message, "type": "value_error"}
         for field, message in errors.items()
     ]
+
+
+def unprocessable(field: str | None, message: str) -> HTTPException:
+    """A 422 in FastAPI's own shape; `field` None means the body as a whole."""
+    loc = ["body", field] if field else ["body"]
+    return HTTPException(422, [{"loc": loc, "msg": message, "type": "value_error"}])
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -53,15 +59,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SlugTaken)
     async def taken(_: Request, exc: SlugTaken) -> JSONResponse:
-        return JSONResponse(
-            {
-                "detail": [
-                    {
-                        "loc": ["body", "slug"],
-                        "msg": f"The slug '{exc}' is taken",
-                        "type": "value_error",
-                    }
-                ]
-            },
-            status_code=409,
-        )
+        errors = field_errors({"slug": f"The slug '{exc}' is taken"})
+        return JSONResponse({"detail": errors}, status_code=409)

@@ -5,11 +5,39 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+)
 
 from groundswell_signing.domain.petitions import SLUG, Petition
+from groundswell_signing.domain.signatures import reject_control_characters
 
-Text = Annotated[str, Field(min_length=1)]
+# PostgreSQL cannot store NUL, and no field here has a use for control characters.
+Line = Annotated[str, AfterValidator(lambda v: reject_control_characters(v, allow_newlines=False))]
+Paragraphs = Annotated[
+    str, AfterValidator(lambda v: reject_control_characters(v, allow_newlines=True))
+]
+# Counts are PostgreSQL integers; 41656.0 is not one.
+Count = Annotated[StrictInt, Field(gt=0, le=1_000_000_000)]
+Flag = StrictBool
+
+
+def _iso_text(value: object) -> object:
+    if not isinstance(value, (str, datetime)):
+        raise ValueError("give a date and time as text, e.g. 2027-01-31T23:59:00Z")
+    return value
+
+
+# JSON has no date type: only ISO 8601 text is a date here (pydantic would take 0 as 1970).
+When = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+STRICT = ConfigDict(extra="forbid")
 
 
 class SignatureRequest(BaseModel):
@@ -20,7 +48,7 @@ class SignatureRequest(BaseModel):
     name: str = Field(max_length=100, examples=["Ada Lovelace"])
     email: str = Field(max_length=254, examples=["ada@example.org"])
     postcode: str | None = Field(None, max_length=16, examples=["OX1 2JD"])
-    country: str = Field("GB", max_length=2, examples=["GB"])
+    country: str = Field("GB", min_length=2, max_length=2, examples=["GB"])
     contact_consent: StrictBool = Field(
         description="Explicit yes/no to being contacted about this campaign; separate from signing."
     )
@@ -39,21 +67,21 @@ class SignatureAccepted(BaseModel):
 
 
 class PetitionFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    title: str = Field(min_length=5, max_length=200)
-    target: str = Field(
+    title: Line = Field(min_length=5, max_length=200)
+    target: Line = Field(
         min_length=2, max_length=200, description="Who the petition is addressed to"
     )
-    body: str = Field(min_length=10, max_length=10_000)
-    goal: int | None = Field(None, gt=0, le=100_000_000)
-    requires_confirmation: bool = True
-    organiser_email: str | None = Field(None, max_length=254)
-    closes_at: datetime | None = None
-    milestones: list[Annotated[int, Field(gt=0)]] = Field(
+    body: Paragraphs = Field(min_length=10, max_length=10_000)
+    goal: Count | None = None
+    requires_confirmation: Flag = True
+    organiser_email: Line | None = Field(None, max_length=254)
+    closes_at: When | None = None
+    milestones: list[Count] = Field(
         default_factory=list, description="Counts that trigger MilestoneReached; empty = defaults"
     )
-    auto_raise_goal: bool = False
+    auto_raise_goal: Flag = False
     cors_origins: list[Annotated[str, Field(pattern=r"^https?://[^/\s]+$")]] = Field(
         default_factory=list, description="Origins allowed to call the signing API from a browser"
     )
@@ -62,27 +90,20 @@ class PetitionFields(BaseModel):
 class PetitionCreate(PetitionFields):
     slug: str = Field(pattern=SLUG.pattern, examples=["local-contact-tracing"])
 
-    @field_validator("closes_at")
-    @classmethod
-    def _future(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("closes_at needs a timezone, e.g. 2027-01-31T23:59:00Z")
-        return value
-
 
 class PetitionPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    title: str | None = Field(None, min_length=5, max_length=200)
-    target: str | None = Field(None, min_length=2, max_length=200)
-    body: str | None = Field(None, min_length=10, max_length=10_000)
-    goal: int | None = Field(None, gt=0, le=100_000_000)
-    requires_confirmation: bool | None = None
-    organiser_email: str | None = Field(None, max_length=254)
-    closes_at: datetime | None = None
+    title: Line | None = Field(None, min_length=5, max_length=200)
+    target: Line | None = Field(None, min_length=2, max_length=200)
+    body: Paragraphs | None = Field(None, min_length=10, max_length=10_000)
+    goal: Count | None = None
+    requires_confirmation: Flag | None = None
+    organiser_email: Line | None = Field(None, max_length=254)
+    closes_at: When | None = None
     status: Literal["open", "closed"] | None = None
-    milestones: list[Annotated[int, Field(gt=0)]] | None = None
-    auto_raise_goal: bool | None = None
+    milestones: list[Count] | None = None
+    auto_raise_goal: Flag | None = None
     cors_origins: list[Annotated[str, Field(pattern=r"^https?://[^/\s]+$")]] | None = None
 
 
@@ -143,14 +164,14 @@ class AdminPetitionOut(PetitionOut):
 
 
 class InvalidationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    ip: str | None = Field(None, description="An address or a CIDR range, e.g. 203.0.113.0/24")
-    email_domain: str | None = Field(None, max_length=254)
-    postcode: str | None = Field(None, max_length=16)
-    since: datetime | None = None
-    until: datetime | None = None
-    reason: str = Field("admin invalidation", max_length=200)
+    ip: Line | None = Field(None, description="An address or a CIDR range, e.g. 203.0.113.0/24")
+    email_domain: Line | None = Field(None, max_length=254)
+    postcode: Line | None = Field(None, max_length=16)
+    since: When | None = None
+    until: When | None = None
+    reason: Line = Field("admin invalidation", max_length=200)
 
 
 class InvalidationResult(BaseModel):

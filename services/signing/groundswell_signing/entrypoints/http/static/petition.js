@@ -32,7 +32,8 @@
   function startPolling() { if (!polling) { poll(); polling = setInterval(poll, 10000); } }
   if (window.EventSource) {
     var stream = new EventSource(countUrl + "/stream");
-    stream.onmessage = function (e) { try { showCount(JSON.parse(e.data)); } catch (err) {} };
+    // The counter names its events "count".
+    stream.addEventListener("count", function (e) { try { showCount(JSON.parse(e.data)); } catch (err) {} });
     stream.onerror = function () { if (stream.readyState === EventSource.CLOSED) startPolling(); };
     poll();
   } else {
