@@ -11,12 +11,16 @@ PROJECT_FILES := requirements/constraints.txt requirements/dev.txt \
 
 .PHONY: install up test lint browser clean
 
+# Build-backend chatter goes to .venv/install.log; it is shown only when the install fails.
 $(STAMP): $(PROJECT_FILES)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade 'pip>=24'
-	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt \
-		-r requirements/dev.txt $(foreach p,$(PACKAGES),-e $(p))
-	touch $(STAMP)
+	@echo "Installing into $(VENV) (pinned by requirements/constraints.txt)..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --disable-pip-version-check --upgrade 'pip>=24' > $(VENV)/install.log 2>&1 \
+		|| { cat $(VENV)/install.log; exit 1; }
+	@$(BIN)/pip install --disable-pip-version-check -c requirements/constraints.txt \
+		-r requirements/dev.txt $(foreach p,$(PACKAGES),-e $(p)) >> $(VENV)/install.log 2>&1 \
+		|| { cat $(VENV)/install.log; exit 1; }
+	@touch $(STAMP)
 
 install: $(STAMP)
 

@@ -9,7 +9,6 @@ import httpx
 
 from .conftest import Stack, eventually
 
-
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0"
 
 

@@ -39,7 +39,11 @@ class LocalBroker:
             # Tansu takes ~5 s to honour SIGTERM; it holds nothing worth waiting for.
             stop_timeout=2,
         ).start()
-        wait_for_port(self.port, 20, self.process.proc)
+        try:
+            wait_for_port(self.port, 20, self.process.proc)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from groundswell_stack.processes import ManagedProcess, wait_for_port
@@ -106,9 +107,31 @@ class LocalPostgres:
             log_path=self.root / "postgres.log",
             stop_timeout=15,
         ).start()
-        wait_for_port(self.port, 30, self.process.proc)
-        self._create_database()
+        try:
+            wait_for_port(self.port, 30, self.process.proc)
+            self._wait_until_accepting(timeout=60)
+            self._create_database()
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
         return self
+
+    def _wait_until_accepting(self, timeout: float) -> None:
+        # The port opens before recovery or start-up finishes ("the database system is
+        # starting up"); pg_isready says when connections are accepted.
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = subprocess.run(
+                [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"PostgreSQL not accepting connections; see {self.root}/postgres.log"
+                )
+            time.sleep(0.1)
 
     def _create_database(self) -> None:
         psql = self.bindir / "psql"

@@ -51,9 +51,9 @@ def up(run_dir: Path) -> None:
     specs = service_specs(env)
     wanted = {s.name: s.port for s in specs}
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
-        wanted["kafka"] = DEFAULT_KAFKA_PORT
+        wanted["kafka"] = int(env.get("LOCAL_KAFKA_PORT", DEFAULT_KAFKA_PORT))
     if not env.get("SMTP_HOST"):
-        wanted["smtp"] = DEFAULT_SMTP_PORT
+        wanted["smtp"] = int(env.get("LOCAL_SMTP_PORT", DEFAULT_SMTP_PORT))
     if not env.get("DATABASE_URL"):
         wanted["postgres"] = int(env.get("POSTGRES_PORT", DEFAULT_POSTGRES_PORT))
     _check_ports_free(wanted)
@@ -67,8 +67,8 @@ def up(run_dir: Path) -> None:
         print("Starting PostgreSQL, Kafka (Tansu) and the SMTP sink...", flush=True)
         infra = start_infra(
             run_dir,
-            kafka_port=DEFAULT_KAFKA_PORT,
-            smtp_port=DEFAULT_SMTP_PORT,
+            kafka_port=wanted.get("kafka"),
+            smtp_port=wanted.get("smtp"),
             postgres_port=wanted.get("postgres"),
         )
         if infra.smtp is not None:
