@@ -69,7 +69,9 @@ def test_sign_count_thank_you_email_and_share_click(stack: Stack) -> None:
     assert share_link == signed.json()["share_url"]
 
     # A person's browser: link-preview robots and scripts are redirected but not counted.
-    click = httpx.get(share_link, follow_redirects=False, headers={"User-Agent": BROWSER})
+    click = httpx.get(
+        f"{share_link}?c=whatsapp", follow_redirects=False, headers={"User-Agent": BROWSER}
+    )
     assert click.status_code == 302
     assert click.headers["location"].startswith(f"{stack.urls['signing']}/p/{slug}?ref=")
     page = httpx.get(click.headers["location"])
@@ -78,7 +80,8 @@ def test_sign_count_thank_you_email_and_share_click(stack: Stack) -> None:
     eventually(lambda: share_stats(stack, slug).get("clicks") == 1)
 
     # A friend signs through the link: the referral is attributed and counted.
-    ref = click.headers["location"].split("ref=")[1].split("&")[0]
+    query = dict(httpx.URL(click.headers["location"]).params)
+    assert query["ref_channel"] == "whatsapp"
     friend = httpx.post(
         f"{stack.urls['signing']}/api/petitions/{slug}/signatures",
         json={
@@ -86,12 +89,14 @@ def test_sign_count_thank_you_email_and_share_click(stack: Stack) -> None:
             "email": f"friend-{email}",
             "postcode": "E1 6AN",
             "contact_consent": False,
-            "ref": ref,
+            "ref": query["ref"],
+            "ref_channel": query["ref_channel"],
         },
     )
     assert friend.status_code == 202
     eventually(lambda: count_of(stack, slug).get("signatures") == 2)
     eventually(lambda: share_stats(stack, slug).get("signatures_via_referrals") == 1)
+    assert share_stats(stack, slug)["by_channel"]["whatsapp"] == {"clicks": 1, "signatures": 1}
 
 
 def test_double_opt_in_through_the_email_link(stack: Stack) -> None:

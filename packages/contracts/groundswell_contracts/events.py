@@ -86,6 +86,8 @@ class SignatureCreated(Event):
     country: str
     source: str | None = None
     ref: str | None = None
+    # The channel the referring link was shared through (email, whatsapp, ...), if known.
+    ref_channel: str | None = None
     share_code: str
     # Present only when status is "pending": the one-time secret the confirmation
     # email carries. The signing service keeps only its hash.

@@ -112,11 +112,10 @@ class SharingHandler:
     async def _channel(
         self, conn: asyncpg.Connection, event: SignatureCreated, referrer: repo.ShareLink
     ) -> str:
-        # `ref_channel` is not in the contract yet (see the service README); until
-        # signing forwards it, the latest click on the same link stands in for it.
-        declared = getattr(event, "ref_channel", None)
-        if isinstance(declared, str) and declared:
-            return normalize_channel(declared)
+        # The page carries the channel from the share link to the signature; a signer
+        # who arrived some other way is credited to the latest click on the same link.
+        if event.ref_channel:
+            return normalize_channel(event.ref_channel)
         recent = await repo.latest_click_channel(
             conn, referrer.share_code, event.occurred_at, self._click_window
         )

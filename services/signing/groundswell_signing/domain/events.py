@@ -46,6 +46,7 @@ def signature_created(
         country=row["country"],
         source=row["source"],
         ref=row["ref"],
+        ref_channel=row["ref_channel"],
         share_code=row["share_code"],
         confirmation_token=confirmation_token,
         withdraw_token=withdraw_token,

@@ -52,6 +52,7 @@ class SignatureInput:
     contact_consent: bool
     ref: str | None = None
     source: str | None = None
+    ref_channel: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class ValidSignature:
     contact_consent: bool
     ref: str | None
     source: str | None
+    ref_channel: str | None
 
 
 def reject_control_characters(text: str, *, allow_newlines: bool) -> str:
@@ -162,6 +164,7 @@ def validate_signature(data: SignatureInput) -> ValidSignature:
     postcode = attempt("postcode", lambda: check_postcode(data.postcode, country or ""))
     ref = attempt("ref", lambda: check_code(data.ref, "Share code"))
     source = attempt("source", lambda: check_code(data.source, "Source"))
+    ref_channel = attempt("ref_channel", lambda: check_code(data.ref_channel, "Share channel"))
     if errors or name is None or email is None or country is None or postcode is None:
         raise SignatureError(errors)
     return ValidSignature(
@@ -175,6 +178,7 @@ def validate_signature(data: SignatureInput) -> ValidSignature:
         contact_consent=data.contact_consent,
         ref=ref,
         source=source,
+        ref_channel=ref_channel,
     )
 
 

@@ -140,6 +140,7 @@ async def sign_petition(
             "consent_at": now,
             "source": signature.source,
             "ref": signature.ref,
+            "ref_channel": signature.ref_channel,
             "share_code": share_code,
             "initial_status": status,
             "confirmation_token_hash": hash_token(confirmation_token)

@@ -100,6 +100,7 @@ async def sign(
             contact_consent=body.contact_consent,
             ref=body.ref,
             source=body.source,
+            ref_channel=body.ref_channel,
         )
     )
     outcome = await sign_petition(pool, policy, slug, valid, ip, now)

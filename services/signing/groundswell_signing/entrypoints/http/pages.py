@@ -91,6 +91,7 @@ async def _petition_page(
                 "country": "GB",
                 "ref": request.query_params.get("ref", ""),
                 "source": request.query_params.get("source", ""),
+                "ref_channel": request.query_params.get("ref_channel", ""),
             },
             "errors": errors or {},
             "thanks": thanks,
@@ -131,6 +132,7 @@ async def sign_from_form(
     contact_consent: Annotated[str, Form(max_length=10)] = "",
     ref: Annotated[str, Form(max_length=1000)] = "",
     source: Annotated[str, Form(max_length=1000)] = "",
+    ref_channel: Annotated[str, Form(max_length=1000)] = "",
     website: Annotated[str, Form(max_length=1000)] = "",
 ) -> HTMLResponse:
     """The same signing as the JSON API, for browsers without JavaScript."""
@@ -143,6 +145,7 @@ async def sign_from_form(
         "contact_consent": contact_consent == "yes",
         "ref": ref,
         "source": source,
+        "ref_channel": ref_channel,
     }
     try:
         petition = await petition_service.get_petition(pool, slug)
@@ -165,6 +168,7 @@ async def sign_from_form(
                 contact_consent=contact_consent == "yes",
                 ref=ref or None,
                 source=source or None,
+                ref_channel=ref_channel or None,
             )
         )
         outcome = await sign_petition(pool, policy, slug, valid, ip, now)

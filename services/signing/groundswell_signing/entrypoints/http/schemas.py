@@ -58,6 +58,9 @@ class SignatureRequest(BaseModel):
     source: str | None = Field(
         None, max_length=64, description="Campaign source code, e.g. newsletter"
     )
+    ref_channel: str | None = Field(
+        None, max_length=64, description="Where the share link was shared: email, whatsapp, ..."
+    )
 
 
 class SignatureAccepted(BaseModel):

@@ -103,7 +103,8 @@
       name: data.get("name") || "", email: data.get("email") || "",
       postcode: data.get("postcode") || null, country: data.get("country") || "GB",
       contact_consent: data.get("contact_consent") === "yes",
-      ref: data.get("ref") || null, source: data.get("source") || null
+      ref: data.get("ref") || null, source: data.get("source") || null,
+      ref_channel: data.get("ref_channel") || null
     };
     var button = form.querySelector("button[type=submit]");
     button.disabled = true;
