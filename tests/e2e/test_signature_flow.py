@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 
+import asyncpg
 import httpx
+from groundswell_stack.infra import Infra
+from groundswell_stack.reconcile import reconcile
 
-from .conftest import Stack, eventually
+from .conftest import ADMIN_TOKEN, Stack, eventually
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0"
 
@@ -149,3 +153,49 @@ def test_logs_carry_no_personal_data(stack: Stack) -> None:
     for log in stack.logs.glob("*.log"):
         text = log.read_text()
         assert email not in text and "Secretive" not in text, log.name
+
+
+def run_sql(url: str, sql: str) -> None:
+    """Run SQL from a synchronous test (asyncpg in a private event loop)."""
+
+    async def execute() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute())
+
+
+def test_reconciliation_finds_no_drift_then_finds_drift(stack: Stack, infra: Infra) -> None:
+    petition = create_petition(stack, requires_confirmation=True)
+    slug = petition["slug"]
+    for i in range(3):
+        httpx.post(
+            f"{stack.urls['signing']}/api/petitions/{slug}/signatures",
+            json={
+                "name": "Reconcile Me",
+                "email": f"rec{i}-{uuid.uuid4().hex[:6]}@example.org",
+                "postcode": "OX1 2JD",
+                "contact_consent": False,
+            },
+        )
+    eventually(lambda: count_of(stack, slug).get("pending") == 3)
+
+    def no_drift() -> int:
+        checked, drifts = reconcile(stack.urls["signing"], stack.urls["counter"], ADMIN_TOKEN)
+        assert drifts == [], drifts
+        return checked
+
+    assert eventually(no_drift) >= 1
+
+    # It notices drift: change PostgreSQL behind the outbox's back, as a bug would.
+    run_sql(
+        infra.database_url,
+        "UPDATE signing.signatures SET invalidated_at = now() WHERE id = ("
+        "SELECT s.id FROM signing.signatures s JOIN signing.petitions p "
+        f"ON p.id = s.petition_id WHERE p.slug = '{slug}' LIMIT 1)",
+    )
+    _, drifts = reconcile(stack.urls["signing"], stack.urls["counter"], ADMIN_TOKEN)
+    assert [(d.slug, d.figure, d.expected, d.actual) for d in drifts] == [(slug, "pending", 2, 3)]

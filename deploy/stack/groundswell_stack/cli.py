@@ -1,10 +1,13 @@
-"""`groundswell-stack up`: run Groundswell locally."""
+"""`groundswell-stack up` runs Groundswell locally; `groundswell-stack reconcile` checks counts."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
+from groundswell_stack.reconcile import reconcile
 from groundswell_stack.up import up
 
 
@@ -15,9 +18,30 @@ def main(argv: list[str] | None = None) -> None:
     start.add_argument(
         "--run-dir", type=Path, default=Path(".run"), help="state and logs (git-ignored)"
     )
+    check = commands.add_parser(
+        "reconcile", help="compare the counter's figures with PostgreSQL; exit 1 on any drift"
+    )
+    check.add_argument(
+        "--signing-url", default=os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8001")
+    )
+    check.add_argument(
+        "--counter-url", default=os.environ.get("COUNTER_PUBLIC_URL", "http://127.0.0.1:8002")
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         up(args.run_dir.resolve())
+    elif args.command == "reconcile":
+        token = os.environ.get("ADMIN_TOKEN")
+        if not token:
+            sys.exit("Set ADMIN_TOKEN (printed by `make up`).")
+        checked, drifts = reconcile(args.signing_url, args.counter_url, token)
+        for drift in drifts:
+            print(
+                f"DRIFT {drift.slug} {drift.figure}: "
+                f"PostgreSQL {drift.expected}, counter {drift.actual}"
+            )
+        print(f"{checked} petitions checked, {len(drifts)} drifts")
+        sys.exit(1 if drifts else 0)
 
 
 if __name__ == "__main__":
