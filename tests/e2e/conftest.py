@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from groundswell_stack.broker import LocalBroker
 from groundswell_stack.infra import Infra
 from groundswell_stack.processes import ManagedProcess, free_port
 from groundswell_stack.services import (
@@ -55,7 +56,7 @@ def eventually(check: Callable[[], Any], timeout: float = 15, every: float = 0.1
 
 
 @pytest.fixture(scope="session")
-def stack(infra: Infra, topics: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert infra.mail_dir is not None, "the e2e tests read the local SMTP sink's files"
     ports = {
         name: str(free_port())
@@ -75,9 +76,14 @@ def stack(infra: Infra, topics: None, tmp_path_factory: pytest.TempPathFactory) 
             "COUNTER_DATA_DIR": str(tmp_path_factory.mktemp("counter-data")),
         }
     )
+    logs = tmp_path_factory.mktemp("service-logs")
+    # A broker of its own: the integration tests' consumers and these services must not
+    # see each other's events on the shared topics.
+    broker = LocalBroker(free_port(), logs / "tansu.log").start() if infra.broker else None
+    if broker is not None:
+        base["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
     specs: list[ServiceSpec] = service_specs(base)
     env = service_env(base, specs)
-    logs = tmp_path_factory.mktemp("service-logs")
     processes: list[ManagedProcess] = []
     try:
         for spec in specs:
@@ -92,3 +98,5 @@ def stack(infra: Infra, topics: None, tmp_path_factory: pytest.TempPathFactory) 
     finally:
         for process in reversed(processes):
             process.stop()
+        if broker is not None:
+            broker.stop()

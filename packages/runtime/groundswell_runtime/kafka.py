@@ -8,7 +8,8 @@ gaps (see docs/operations.md) are handled in this module only:
   explicitly, and each CreateTopics error code is checked (aiokafka does not raise);
 - JoinGroup is held for half the session timeout: a short session timeout;
 - ListOffsets(latest) undercounts and whole-group OffsetFetch is malformed:
-  nothing here relies on either.
+  nothing here relies on either;
+- Fetch is held for about half the max wait even when records are waiting: a short wait.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ log = structlog.get_logger()
 TOPIC_ALREADY_EXISTS = 36
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 1000
+# The local broker holds every Fetch for about half its max wait even when records are
+# waiting (measured: 1500 ms -> ~700 ms, 500 -> ~200, 100 -> ~30): keep it short.
+FETCH_MAX_WAIT_MS = 100
 
 
 class TopicCreationError(RuntimeError):
@@ -87,6 +91,7 @@ def make_consumer(bootstrap: str, group_id: str | None, *topics: str) -> AIOKafk
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
         max_poll_records=500,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
 
 

@@ -10,20 +10,31 @@ from groundswell_counter.domain.milestones import milestone_event_id, progress, 
 
 @pytest.mark.parametrize(
     ("goal", "raised"),
-    [(1_000, 2_000), (1_500, 3_000), (7_300, 15_000), (999, 2_000), (100, 200), (5, 10),
-     (55, 110), (1, 2), (123_456, 250_000)],
+    [
+        (1_000, 2_000),
+        (1_500, 3_000),
+        (7_300, 15_000),
+        (999, 2_000),
+        (100, 200),
+        (5, 10),
+        (55, 110),
+        (1, 2),
+        (123_456, 250_000),
+    ],
 )
 def test_goal_is_doubled_and_rounded_up_to_two_significant_digits(goal: int, raised: int) -> None:
     assert raised_goal(goal) == raised
 
 
 def test_each_threshold_is_reached_once() -> None:
-    first = progress(1_200, thresholds=(1_000, 10_000), goal=None, auto_raise_goal=False,
-                     reached=())
+    first = progress(
+        1_200, thresholds=(1_000, 10_000), goal=None, auto_raise_goal=False, reached=()
+    )
     assert [h.threshold for h in first.hits] == [1_000]
     assert first.hits[0].signatures == 1_200
-    again = progress(1_300, thresholds=(1_000, 10_000), goal=None, auto_raise_goal=False,
-                     reached=first.reached)
+    again = progress(
+        1_300, thresholds=(1_000, 10_000), goal=None, auto_raise_goal=False, reached=first.reached
+    )
     assert again.hits == () and again.reached == (1_000,)
 
 

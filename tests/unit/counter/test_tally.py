@@ -51,8 +51,11 @@ def classify(*events: object) -> SignatureClass:
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [("signed", SignatureClass.COUNTED), ("pending", SignatureClass.PENDING),
-     ("fraudulent", SignatureClass.FRAUDULENT)],
+    [
+        ("signed", SignatureClass.COUNTED),
+        ("pending", SignatureClass.PENDING),
+        ("fraudulent", SignatureClass.FRAUDULENT),
+    ],
 )
 def test_creation_status_decides_the_first_class(status: str, expected: SignatureClass) -> None:
     assert classify(created(uuid.uuid4(), status)) == expected

@@ -1,0 +1,3 @@
+from groundswell_counter.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Where the counter meets Kafka and faust."""

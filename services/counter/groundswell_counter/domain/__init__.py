@@ -1,0 +1,1 @@
+"""Pure counting rules: no faust, no Kafka, no I/O."""

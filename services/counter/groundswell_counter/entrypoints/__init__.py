@@ -1,0 +1,1 @@
+"""The worker (faust agents and timers) and the HTTP app it serves."""

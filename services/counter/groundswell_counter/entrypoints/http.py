@@ -1,0 +1,260 @@
+"""The counts API: JSON (cacheable, ETag) and a live Server-Sent Events stream.
+
+Both read the `CountsView` only, never the worker's own table (see counts_view).
+
+Live streams are served by a bare ASGI handler in front of FastAPI: an idle stream is
+one coroutine waiting on a future shared by every listener of its petition, plus one
+pending receive() to notice the client leaving. Through Starlette's StreamingResponse
+and the two BaseHTTPMiddleware layers of the shared ops/request-id plumbing, an idle
+stream cost ~80 KB here (measured with 3,000 listeners). FastAPI still documents the
+route, and answers it for unknown petitions (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Mapping
+from urllib.parse import unquote
+from uuid import UUID
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, StreamingResponse
+from groundswell_runtime.correlation import (
+    REQUEST_ID_HEADER,
+    bind_correlation_id,
+    install_request_id_middleware,
+)
+from groundswell_runtime.ops import ReadinessCheck, install_ops
+from prometheus_client import Counter, Gauge
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from groundswell_counter.adapters.counts_view import CountDocument, CountEntry, CountsView
+from groundswell_counter.config import CounterSettings
+
+STREAM_LISTENERS = Gauge(
+    "groundswell_counter_stream_listeners", "Open live count streams (Server-Sent Events)"
+)
+STREAMS_OPENED = Counter("groundswell_counter_streams_opened_total", "Live count streams opened")
+
+SSE_MEDIA_TYPE = "text/event-stream"
+STREAM_PATH = re.compile(r"^/api/petitions/(?P<slug>[^/]+)/count/stream$")
+# Browsers reconnect after this long when a stream drops.
+RETRY_ADVICE = b"retry: 3000\n\n"
+
+
+class NotFound(BaseModel):
+    detail: str
+
+
+def _unknown(slug: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "detail": f"No count for petition '{slug}': there is no such petition, or it "
+            "has had no events yet."
+        },
+        status_code=404,
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in candidates or etag in candidates
+
+
+def create_http_app(
+    settings: CounterSettings, view: CountsView, checks: Mapping[str, ReadinessCheck]
+) -> ASGIApp:
+    api = create_api(settings, view, checks)
+    return LiveCountStreams(api, view, settings)
+
+
+def create_api(
+    settings: CounterSettings, view: CountsView, checks: Mapping[str, ReadinessCheck]
+) -> FastAPI:
+    app = FastAPI(
+        title="Groundswell counter",
+        version="1.0",
+        description="Live signature counts per petition.",
+    )
+    # The petition page is served by another service (another origin): let it read.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET"],
+        allow_headers=["If-None-Match", "Last-Event-ID", "Cache-Control"],
+        expose_headers=["ETag"],
+        max_age=600,
+    )
+    install_ops(app, checks)
+    install_request_id_middleware(app)
+
+    cache_control = (
+        f"public, max-age={settings.cache_max_age_seconds}, "
+        f"stale-while-revalidate={settings.cache_stale_while_revalidate_seconds}"
+    )
+
+    @app.get(
+        "/api/petitions/{slug}/count",
+        response_model=CountDocument,
+        responses={
+            304: {"description": "Unchanged since the given ETag"},
+            404: {"model": NotFound},
+        },
+        tags=["counts"],
+        summary="A petition's signature count and its breakdowns",
+    )
+    async def get_count(slug: str, request: Request) -> Response:
+        entry = view.by_slug(slug)
+        if entry is None:
+            return _unknown(slug)
+        headers = {"ETag": entry.etag, "Cache-Control": cache_control}
+        if _etag_matches(request.headers.get("if-none-match"), entry.etag):
+            return Response(status_code=304, headers=headers)
+        return Response(entry.body, media_type="application/json", headers=headers)
+
+    @app.get(
+        "/api/petitions/{slug}/count/stream",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {SSE_MEDIA_TYPE: {}},
+                "description": "A `count` event now and on every change (at most "
+                "a few per second); `: heartbeat` comments while "
+                "idle. Reconnecting with Last-Event-ID skips the "
+                "count already seen.",
+            },
+            404: {"model": NotFound},
+        },
+        tags=["counts"],
+        summary="Live count updates as Server-Sent Events",
+    )
+    async def stream_count(slug: str, request: Request) -> Response:
+        # Known petitions are streamed by LiveCountStreams before reaching FastAPI.
+        entry = view.by_slug(slug)
+        if entry is None:
+            return _unknown(slug)
+        return StreamingResponse(
+            count_events(
+                view,
+                settings,
+                entry.petition_id,
+                request.headers.get("last-event-id"),
+                asyncio.Future(),
+            ),
+            media_type=SSE_MEDIA_TYPE,
+            headers=dict(_stream_headers()),
+        )
+
+    return app
+
+
+def _stream_headers() -> list[tuple[str, str]]:
+    return [
+        ("Cache-Control", "no-cache"),
+        # Proxies such as nginx would otherwise hold events back in a buffer.
+        ("X-Accel-Buffering", "no"),
+        ("Access-Control-Allow-Origin", "*"),
+    ]
+
+
+class LiveCountStreams:
+    """Serves `GET /api/petitions/{slug}/count/stream` for known petitions; passes
+    everything else to the FastAPI app."""
+
+    def __init__(self, app: ASGIApp, view: CountsView, settings: CounterSettings) -> None:
+        self.app = app
+        self._view = view
+        self._settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = (
+            STREAM_PATH.match(scope["path"])
+            if scope["type"] == "http" and scope["method"] == "GET"
+            else None
+        )
+        entry = self._view.by_slug(unquote(match["slug"])) if match else None
+        if entry is None:
+            await self.app(scope, receive, send)
+            return
+        request_headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+        }
+        request_id = bind_correlation_id(request_headers.get(REQUEST_ID_HEADER.lower()))
+        headers = [
+            ("Content-Type", f"{SSE_MEDIA_TYPE}; charset=utf-8"),
+            *_stream_headers(),
+            (REQUEST_ID_HEADER, request_id),
+        ]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
+            }
+        )
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            async for chunk in count_events(
+                self._view,
+                self._settings,
+                entry.petition_id,
+                request_headers.get("last-event-id"),
+                gone,
+            ):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _sse_event(entry: CountEntry) -> bytes:
+    return (
+        b"event: count\nid: " + entry.etag.strip('"').encode() + b"\ndata: " + entry.body + b"\n\n"
+    )
+
+
+async def count_events(
+    view: CountsView,
+    settings: CounterSettings,
+    petition_id: UUID,
+    last_event_id: str | None,
+    gone: asyncio.Future[None],
+) -> AsyncIterator[bytes]:
+    """The stream's chunks until `gone` resolves: the current count, then each change."""
+    STREAMS_OPENED.inc()
+    STREAM_LISTENERS.inc()
+    try:
+        yield RETRY_ADVICE
+        # A reconnecting client names the last version it saw: don't send it again.
+        last_sent = f'"{last_event_id}"' if last_event_id else None
+        while not gone.done():
+            entry = view.by_id(petition_id)
+            if entry is not None and entry.etag != last_sent:
+                yield _sse_event(entry)
+                last_sent = entry.etag
+                # Coalesce: changes during the pause go out together in the next event.
+                await asyncio.wait({gone}, timeout=settings.stream_min_interval_seconds)
+                continue
+            changed = view.changed(petition_id)
+            done, _ = await asyncio.wait(
+                {changed, gone},
+                timeout=settings.stream_heartbeat_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done:
+                yield b": heartbeat\n\n"
+    finally:
+        STREAM_LISTENERS.dec()

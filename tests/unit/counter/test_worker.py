@@ -1,0 +1,226 @@
+"""The worker's batch handling with faust's delivery faults, on fakes (no broker).
+
+faust has been seen to skip records and replay others around a rebalance; the worker
+must still apply every record once, in order, and write in the order the crash
+reasoning in domain.processing relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from groundswell_contracts.events import (
+    PetitionCreated,
+    SignatureCreated,
+    SignatureWithdrawn,
+    encode,
+)
+from groundswell_contracts.headers import DLQ_ERROR
+from groundswell_counter.config import CounterSettings
+from groundswell_counter.entrypoints import worker as worker_module
+from groundswell_counter.entrypoints.worker import CounterWorker
+
+PREFIX = "unit."
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[Any] | None]] = []
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: list[Any] | None,
+    ) -> asyncio.Future[None]:
+        self.sent.append((topic, key, value, headers))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: list[Any] | None,
+    ) -> None:
+        await self.send(topic, key, value, partition, timestamp, headers)
+
+    def changelog_keys(self) -> list[str]:
+        return [
+            json.loads(key or b"") for topic, key, _, _ in self.sent if topic.endswith("-changelog")
+        ]
+
+
+class Partition:
+    """One source partition: records by offset, as the broker holds them."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.records: list[SimpleNamespace] = []
+
+    def append(self, value: bytes, key: bytes = b"k") -> SimpleNamespace:
+        record = SimpleNamespace(
+            topic=self.topic,
+            partition=0,
+            offset=len(self.records),
+            key=key,
+            value=value,
+            headers=[],
+        )
+        self.records.append(record)
+        return record
+
+
+@pytest.fixture
+def producer() -> FakeProducer:
+    return FakeProducer()
+
+
+@pytest.fixture
+def signatures() -> Partition:
+    return Partition(PREFIX + "signatures")
+
+
+@pytest.fixture
+def counter(
+    producer: FakeProducer, signatures: Partition, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[CounterWorker]:
+    settings = CounterSettings(
+        kafka_bootstrap_servers="127.0.0.1:1",
+        data_dir=tmp_path,
+        topic_prefix=PREFIX,
+        kafka_topic_partitions=4,
+        default_milestones=(3,),
+    )
+    worker = CounterWorker(settings)
+    worker.app._producer = producer  # type: ignore[attr-defined]
+    fetched: list[tuple[int, int]] = []
+
+    async def fetch_records(
+        servers: Any, topic: str, partition: int, start: int, end: int
+    ) -> list[SimpleNamespace]:
+        assert topic == signatures.topic
+        fetched.append((start, end))
+        return signatures.records[start:end]
+
+    monkeypatch.setattr(worker_module, "fetch_records", fetch_records)
+    worker.fetched = fetched  # type: ignore[attr-defined]
+    yield worker
+
+
+def created(petition: uuid.UUID) -> bytes:
+    return encode(
+        SignatureCreated(
+            petition_id=petition,
+            signature_id=uuid.uuid4(),
+            petition_slug="owls",
+            petition_title="Owls",
+            status="signed",
+            email="someone@example.org",
+            name="Someone",
+            contact_consent=False,
+            country="GB",
+            share_code="c",
+            withdraw_token="w",
+        )
+    )
+
+
+def delivered(*records: SimpleNamespace) -> list[SimpleNamespace]:
+    return [SimpleNamespace(message=record) for record in records]
+
+
+async def test_skipped_records_are_read_back_and_replays_ignored(
+    counter: CounterWorker, signatures: Partition
+) -> None:
+    petition = uuid.uuid4()
+    records = [signatures.append(created(petition)) for _ in range(6)]
+    # faust delivers 0, then 3 (1 and 2 skipped), then replays 1, then 4 and 5.
+    await counter.apply_batch(delivered(records[0], records[3], records[1]))
+    await counter.apply_batch(delivered(records[4], records[2], records[5]))
+    record = counter._petition(petition)
+    assert record is not None and record.tally.signatures == 6
+    assert counter.fetched == [(1, 3)]  # type: ignore[attr-defined]
+
+
+async def test_writes_go_signature_then_petition_then_watermark(
+    counter: CounterWorker, signatures: Partition, producer: FakeProducer
+) -> None:
+    petition = uuid.uuid4()
+    await counter.apply_batch(delivered(*(signatures.append(created(petition)) for _ in range(2))))
+    keys = producer.changelog_keys()
+    assert [k[:2] for k in keys] == ["s:", "s:", "p:", "o:"]
+    assert keys[-1] == "o:signatures:0"
+
+
+async def test_a_milestone_is_announced_before_the_petition_record_says_so(
+    counter: CounterWorker, signatures: Partition, producer: FakeProducer
+) -> None:
+    petition = uuid.uuid4()
+    await counter.apply_batch(delivered(*(signatures.append(created(petition)) for _ in range(3))))
+    topics = [topic for topic, *_ in producer.sent]
+    milestone = topics.index(PREFIX + "milestones")
+    assert milestone < next(
+        i
+        for i, (topic, key, *_) in enumerate(producer.sent)
+        if topic.endswith("-changelog") and key and b"p:" in key
+    )
+
+
+async def test_unreadable_records_are_dead_lettered_with_the_reason(
+    counter: CounterWorker, signatures: Partition, producer: FakeProducer
+) -> None:
+    garbage = signatures.append(b'{"event_type": "SignatureCreated", "email": "x@y.z"}')
+    newer = signatures.append(b'{"event_type": "SignatureTeleported"}')
+    await counter.apply_batch(delivered(garbage, newer))
+    dead = [
+        (value, dict(headers or []))
+        for topic, _, value, headers in producer.sent
+        if topic == PREFIX + "counter.dlq"
+    ]
+    assert len(dead) == 1 and dead[0][0] == garbage.value
+    reason = dead[0][1][DLQ_ERROR].decode()
+    assert "petition_id" in reason and "x@y.z" not in reason  # names fields, never values
+
+
+async def test_a_withdrawal_is_applied_once_however_often_it_is_delivered(
+    counter: CounterWorker, signatures: Partition
+) -> None:
+    petition = uuid.uuid4()
+    create = SignatureCreated.model_validate_json(created(petition))
+    first = signatures.append(encode(create))
+    withdraw = encode(SignatureWithdrawn(petition_id=petition, signature_id=create.signature_id))
+    once = signatures.append(withdraw)
+    again = signatures.append(withdraw)  # the outbox republished it
+    await counter.apply_batch(delivered(first, once, again, once))
+    record = counter._petition(petition)
+    assert record is not None
+    assert (record.tally.signatures, record.tally.withdrawn) == (0, 1)
+
+
+async def test_petitions_topic_events_set_the_slug_and_goal(
+    counter: CounterWorker, producer: FakeProducer
+) -> None:
+    petitions = Partition(PREFIX + "petitions")
+    petition = uuid.uuid4()
+    created_event = PetitionCreated(
+        petition_id=petition, slug="owls", title="Owls", target="P", goal=10
+    )
+    await counter.apply_batch(delivered(petitions.append(encode(created_event))))
+    record = counter._petition(petition)
+    assert record is not None and (record.slug, record.goal) == ("owls", 10)
+    assert "o:petitions:0" in producer.changelog_keys()
