@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,9 +47,25 @@ def _give_to_postgres(path: Path) -> None:
         shutil.chown(path, user="postgres")
 
 
+def _postgres_can_reach(path: Path) -> bool:
+    """Whether the postgres user can walk down to `path` (every parent searchable by others)."""
+    if os.geteuid() != 0:
+        return True
+    return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents if parent.exists())
+
+
+def cluster_root(wanted: Path) -> Path:
+    """`wanted`, or, when the postgres user cannot reach it (a checkout under /root, say),
+    a folder of its own under the system temp dir, stable for the same `wanted`."""
+    if _postgres_can_reach(wanted):
+        return wanted
+    digest = hashlib.sha1(str(wanted).encode(), usedforsecurity=False).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"groundswell-postgres-{digest}"
+
+
 class LocalPostgres:
     def __init__(self, root: Path, port: int) -> None:
-        self.root = root
+        self.root = cluster_root(root)
         self.port = port
         self.data = root / "data"
         self.bindir = postgres_bindir()
