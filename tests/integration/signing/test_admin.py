@@ -97,3 +97,24 @@ async def test_long_petition_texts_fit_but_not_on_public_routes(signing: Signing
     )
     assert too_long.status_code == 422
     assert too_long.json()["detail"][0]["loc"] == ["body", "body"]
+
+
+async def test_control_characters_are_refused_not_stored(signing: SigningHarness) -> None:
+    for field, value in [
+        ("cors_origins", ["https://0\u0000E"]),
+        ("title", "Title \u0005 here"),
+        ("body", "A long enough body \u0000 with a NUL"),
+    ]:
+        response = await signing.client.post(
+            "/api/admin/petitions",
+            json={
+                "slug": "ctl",
+                "title": "A title",
+                "target": "Someone",
+                "body": "Long enough body",
+            }
+            | {field: value},
+            headers=ADMIN,
+        )
+        assert response.status_code == 422, (field, response.text)
+        assert response.json()["detail"][0]["loc"][:2] == ["body", field]

@@ -184,3 +184,9 @@ async def test_cors_allow_list(signing: SigningHarness) -> None:
         headers={"Origin": "https://campaign.example"},
     )
     assert signed.headers["access-control-allow-origin"] == "https://campaign.example"
+
+
+async def test_hostile_slugs_are_404_not_500(signing: SigningHarness) -> None:
+    for slug in ["a%00b", "%E2%80%AE", "UPPER", "x" * 300]:
+        assert (await signing.client.get(f"/api/petitions/{slug}")).status_code == 404
+        assert (await signing.client.get(f"/p/{slug}")).status_code == 404

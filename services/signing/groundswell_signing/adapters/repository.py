@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from groundswell_signing.domain.petitions import Petition
+from groundswell_signing.domain.petitions import SLUG, Petition
 
 SCHEMA = "signing"
 
@@ -26,6 +26,8 @@ def _petition(row: asyncpg.Record) -> Petition:
 async def get_petition(
     conn: asyncpg.Connection, slug: str, *, for_update: bool = False
 ) -> Petition | None:
+    if not SLUG.match(slug):
+        return None  # no such petition can exist; and PostgreSQL rejects some bytes (NUL)
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(
         f"SELECT {_PETITION_COLUMNS} FROM signing.petitions WHERE slug = $1{lock}", slug

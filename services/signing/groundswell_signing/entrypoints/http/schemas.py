@@ -38,6 +38,8 @@ def _iso_text(value: object) -> object:
 # JSON has no date type: only ISO 8601 text is a date here (pydantic would take 0 as 1970).
 When = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 STRICT = ConfigDict(extra="forbid")
+# A browser origin: scheme and host[:port], nothing else.
+Origin = Annotated[Line, Field(pattern=r"^https?://[^/\s]+$", max_length=200)]
 
 
 class SignatureRequest(BaseModel):
@@ -85,7 +87,7 @@ class PetitionFields(BaseModel):
         default_factory=list, description="Counts that trigger MilestoneReached; empty = defaults"
     )
     auto_raise_goal: Flag = False
-    cors_origins: list[Annotated[str, Field(pattern=r"^https?://[^/\s]+$")]] = Field(
+    cors_origins: list[Origin] = Field(
         default_factory=list, description="Origins allowed to call the signing API from a browser"
     )
 
@@ -107,7 +109,7 @@ class PetitionPatch(BaseModel):
     status: Literal["open", "closed"] | None = None
     milestones: list[Count] | None = None
     auto_raise_goal: Flag | None = None
-    cors_origins: list[Annotated[str, Field(pattern=r"^https?://[^/\s]+$")]] | None = None
+    cors_origins: list[Origin] | None = None
 
 
 class PetitionOut(BaseModel):
