@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from groundswell_stack.reconcile import reconcile
+from groundswell_stack.reconcile import prometheus_text, reconcile
 from groundswell_stack.up import up
 
 
@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     check.add_argument(
         "--counter-url", default=os.environ.get("COUNTER_PUBLIC_URL", "http://127.0.0.1:8002")
     )
+    check.add_argument(
+        "--metrics-file",
+        type=Path,
+        help="also write the result as Prometheus text (node_exporter textfile collector)",
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         up(args.run_dir.resolve())
@@ -41,6 +46,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"PostgreSQL {drift.expected}, counter {drift.actual}"
             )
         print(f"{checked} petitions checked, {len(drifts)} drifts")
+        if args.metrics_file:
+            partial = args.metrics_file.with_suffix(".tmp")
+            partial.write_text(prometheus_text(checked, drifts))
+            partial.rename(args.metrics_file)  # the collector never reads half a file
         sys.exit(1 if drifts else 0)
 
 
