@@ -87,3 +87,12 @@ async def migrate(dsn: str, schema: str, migrations: list[Migration]) -> list[st
 async def database_reachable(pool: asyncpg.Pool) -> bool:
     async with pool.acquire(timeout=2) as conn:
         return bool(await conn.fetchval("SELECT 1") == 1)
+
+
+async def close_pool(pool: asyncpg.Pool, grace: float = 10.0) -> None:
+    """Close gracefully, but never hang shutdown on a connection left mid-operation."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout=grace)
+    except (TimeoutError, asyncpg.InterfaceError):
+        log.warning("pool_close_forced")
+        pool.terminate()

@@ -230,11 +230,19 @@ class OutboxRelay:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
         finally:
-            with contextlib.suppress(Exception):
+            # Cancellation can land mid-query on this connection; a connection in that
+            # state cannot be returned to the pool cleanly, so it is discarded instead.
+            try:
                 await listener.remove_listener(notify_channel(self._schema), self._on_notify)
-            await self._pool.release(listener)
+                await self._pool.release(listener, timeout=5)
+            except Exception:
+                listener.terminate()
+                with contextlib.suppress(Exception):
+                    await self._pool.release(listener, timeout=1)
 
     async def stop(self) -> None:
         if self._producer_started:
-            await self._producer.stop()
+            # A producer flushing to a broker that has gone can wait forever.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._producer.stop(), timeout=10)
             self._producer_started = False

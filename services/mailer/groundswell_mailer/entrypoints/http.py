@@ -19,7 +19,7 @@ from groundswell_contracts.events import Unsubscribed
 from groundswell_contracts.topics import Consumer, Topic
 from groundswell_runtime.background import ConsumerLoop, cancel_and_wait, supervise
 from groundswell_runtime.correlation import install_request_id_middleware
-from groundswell_runtime.db import create_pool, database_reachable, migrate
+from groundswell_runtime.db import close_pool, create_pool, database_reachable, migrate
 from groundswell_runtime.kafka import broker_reachable, ensure_topics
 from groundswell_runtime.ops import install_ops
 from groundswell_runtime.outbox import OutboxRelay, enqueue
@@ -96,7 +96,7 @@ class MailerRuntime:
         if self.relay is not None:
             await self.relay.stop()
         if self.pool is not None:
-            await asyncio.wait_for(self.pool.close(), timeout=10)
+            await close_pool(self.pool)
         log.info("mailer_stopped")
 
     async def database_ready(self) -> bool:

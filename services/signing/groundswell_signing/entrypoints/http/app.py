@@ -12,7 +12,13 @@ import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from groundswell_runtime.correlation import install_request_id_middleware
-from groundswell_runtime.db import create_pool, database_reachable, migrate, wait_for_database
+from groundswell_runtime.db import (
+    close_pool,
+    create_pool,
+    database_reachable,
+    migrate,
+    wait_for_database,
+)
 from groundswell_runtime.kafka import broker_reachable, ensure_topics
 from groundswell_runtime.ops import install_ops
 from groundswell_runtime.outbox import OutboxRelay
@@ -67,7 +73,7 @@ def create_app(settings: SigningSettings) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await relay.stop()
-            await pool.close()
+            await close_pool(pool)
 
     app = FastAPI(
         title="Groundswell signing",
