@@ -227,8 +227,11 @@ class OutboxRelay:
                     self._last_prune = loop.time()
                     OUTBOX_PENDING.labels(self._schema).set(await self.pending())
                     await self.prune()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that coincides with its timeout, and the relay never stops.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_interval):
+                        await self._wakeup.wait()
         finally:
             # Cancellation can land mid-query on this connection; a connection in that
             # state cannot be returned to the pool cleanly, so it is discarded instead.

@@ -84,10 +84,11 @@ class Dispatcher:
                 if loop.time() - self._last_purge > _PURGE_EVERY_SECONDS:
                     self._last_purge = loop.time()
                     await self._purge_unconfirmed()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(
-                        self._wakeup.wait(), self._settings.poll_interval_seconds
-                    )
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that coincides with its timeout.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._settings.poll_interval_seconds):
+                        await self._wakeup.wait()
         finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(repo.EMAILS_CHANNEL, self._on_notify)

@@ -11,6 +11,7 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from groundswell_runtime.background import cancel_and_wait
 from groundswell_runtime.correlation import install_request_id_middleware
 from groundswell_runtime.db import (
     close_pool,
@@ -69,9 +70,7 @@ def create_app(settings: SigningSettings) -> FastAPI:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             await relay.stop()
             await close_pool(pool)
 
