@@ -67,7 +67,7 @@ class LocalPostgres:
     def __init__(self, root: Path, port: int) -> None:
         self.root = cluster_root(root)
         self.port = port
-        self.data = root / "data"
+        self.data = self.root / "data"
         self.bindir = postgres_bindir()
         self.process: ManagedProcess | None = None
 
@@ -97,6 +97,7 @@ class LocalPostgres:
                 capture_output=True,
                 text=True,
                 check=False,
+                cwd=self.root,  # the postgres user may not be able to enter ours
             )
             if done.returncode != 0:
                 raise RuntimeError(
@@ -125,6 +126,7 @@ class LocalPostgres:
             ),
             log_path=self.root / "postgres.log",
             stop_timeout=15,
+            cwd=self.root,
         ).start()
         try:
             wait_for_port(self.port, 30, self.process.proc)

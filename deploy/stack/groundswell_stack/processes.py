@@ -46,12 +46,14 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         stop_timeout: float = 10.0,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
         self.log_path = log_path
         self.stop_timeout = stop_timeout
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -66,6 +68,7 @@ class ManagedProcess:
             stderr=subprocess.STDOUT if self._log else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            cwd=self.cwd,
         )
         return self
 
