@@ -7,6 +7,7 @@ Unit tests never touch it: the fixtures start lazily.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -40,19 +41,27 @@ async def topics(infra: Infra) -> None:
     await ensure_topics(infra.kafka_bootstrap, TEST_PARTITIONS, 1)
 
 
-@pytest.fixture
-async def fresh_database(infra: Infra) -> AsyncIterator[str]:
-    """An empty database of its own for one test: schemas never leak between tests."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
+@contextlib.asynccontextmanager
+async def scratch_database(infra: Infra, prefix: str = "t") -> AsyncIterator[str]:
+    """An empty database of its own, dropped afterwards: schemas never leak between tests."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(infra.database_url)
     try:
         await admin.execute(f"CREATE DATABASE {name}")
     finally:
         await admin.close()
     base, _, _ = infra.database_url.rpartition("/")
-    yield f"{base}/{name}"
-    admin = await asyncpg.connect(infra.database_url)
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        yield f"{base}/{name}"
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(infra.database_url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def fresh_database(infra: Infra) -> AsyncIterator[str]:
+    async with scratch_database(infra) as url:
+        yield url

@@ -31,29 +31,11 @@ from groundswell_mailer.entrypoints.http import create_app
 from groundswell_runtime.kafka import make_consumer, make_producer
 from groundswell_stack.infra import Infra
 
+from ...conftest import scratch_database
+
 PUBLIC_BASE_URL = "http://signing.test"
 SHARE_BASE_URL = "http://share.test"
 MAILER_PUBLIC_URL = "http://mailer.test"
-
-
-@asynccontextmanager
-async def scratch_database(infra: Infra) -> AsyncIterator[str]:
-    """An empty database shared by one module's tests (the app starts once per module)."""
-    name = f"mailer_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(infra.database_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    base, _, _ = infra.database_url.rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        admin = await asyncpg.connect(infra.database_url)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
 
 
 @dataclass
@@ -67,7 +49,7 @@ class RunningMailer:
 async def running_mailer(
     infra: Infra, smtp_host: str, smtp_port: int, **overrides: Any
 ) -> AsyncIterator[RunningMailer]:
-    async with scratch_database(infra) as database_url:
+    async with scratch_database(infra, "mailer") as database_url:
         settings = MailerSettings(
             DATABASE_URL=database_url,
             KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,

@@ -27,6 +27,8 @@ from groundswell_sharing.config import SharingSettings
 from groundswell_sharing.entrypoints.http import create_app
 from groundswell_stack.infra import Infra
 
+from ...conftest import scratch_database
+
 PUBLIC_BASE_URL = "http://signing.test"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0"
 
@@ -41,13 +43,12 @@ class RunningSharing:
 @pytest.fixture(scope="module")
 async def sharing(infra: Infra, topics: None) -> AsyncIterator[RunningSharing]:
     """The sharing app on a database of its own, shared by one module's tests."""
-    name = f"sharing_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(infra.database_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    database_url = f"{infra.database_url.rpartition('/')[0]}/{name}"
+    async with scratch_database(infra, "sharing") as database_url:
+        async for running in _running_sharing(database_url, infra):
+            yield running
+
+
+async def _running_sharing(database_url: str, infra: Infra) -> AsyncIterator[RunningSharing]:
     settings = SharingSettings(
         DATABASE_URL=database_url,
         KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
@@ -58,24 +59,17 @@ async def sharing(infra: Infra, topics: None) -> AsyncIterator[RunningSharing]:
         consumer_group=f"sharing-test-{uuid.uuid4().hex[:8]}",
     )
     app = create_app(settings)
-    try:
-        async with app.router.lifespan_context(app):
-            db = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-            try:
-                async with httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app),
-                    base_url="http://share.test",
-                    headers={"user-agent": BROWSER},
-                ) as client:
-                    yield RunningSharing(client, db, settings)
-            finally:
-                await db.close()
-    finally:
-        admin = await asyncpg.connect(infra.database_url)
+    async with app.router.lifespan_context(app):
+        db = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
         try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://share.test",
+                headers={"user-agent": BROWSER},
+            ) as client:
+                yield RunningSharing(client, db, settings)
         finally:
-            await admin.close()
+            await db.close()
 
 
 @pytest.fixture(scope="session")
