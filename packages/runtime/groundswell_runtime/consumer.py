@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from groundswell_runtime.correlation import bind_correlation_id, correlation_from_headers
+from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS
 
 log = structlog.get_logger()
 
@@ -33,13 +34,7 @@ DEAD_LETTERS = Counter("groundswell_dead_letters_total", "Events dead-lettered",
 
 Handler = Callable[[AnyEvent], Awaitable[None]]
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
-)
+TRANSIENT_ERRORS = TEMPORARY_DATABASE_ERRORS
 
 
 class PermanentError(Exception):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from groundswell_contracts.headers import CORRELATION_ID
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -40,13 +40,35 @@ def correlation_from_headers(headers: list[tuple[str, bytes]] | None) -> str | N
     return None
 
 
-def install_request_id_middleware(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+class RequestIdMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware: it costs a task and a stream per request).
+
+    Binds the caller's `X-Request-ID` (or a new id) for logs and the outbox, and
+    echoes it on the response.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                given = value.decode("latin-1")
+                break
         structlog.contextvars.clear_contextvars()
-        cid = bind_correlation_id(request.headers.get(REQUEST_ID_HEADER))
-        response = await call_next(request)
-        response.headers[REQUEST_ID_HEADER] = cid
-        return response
+        header = (b"x-request-id", bind_correlation_id(given).encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def install_request_id_middleware(app: FastAPI) -> None:
+    app.add_middleware(RequestIdMiddleware)

@@ -18,6 +18,27 @@ import structlog
 log = structlog.get_logger()
 
 
+# A database that is briefly away (restarting, "starting up", connection cut, pool full)
+# or a transaction that lost a race: none of it is the request's or the event's fault, so
+# callers retry (loops) or answer 503 with Retry-After (HTTP), never dead-letter or 500.
+TEMPORARY_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # class 08: connection exceptions
+    asyncpg.InterfaceError,  # connection closed or released under us
+    asyncpg.TooManyConnectionsError,  # 53300
+    asyncpg.AdminShutdownError,  # 57P01
+    asyncpg.CrashShutdownError,  # 57P02
+    asyncpg.CannotConnectNowError,  # 57P03: the server is starting up
+    asyncpg.DeadlockDetectedError,  # 40P01
+    asyncpg.SerializationError,  # 40001
+)
+
+
+def is_temporary(exc: BaseException) -> bool:
+    return isinstance(exc, TEMPORARY_DATABASE_ERRORS)
+
+
 @dataclass(frozen=True)
 class Migration:
     name: str

@@ -7,10 +7,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
@@ -53,25 +53,43 @@ def ops_router(checks: Mapping[str, ReadinessCheck]) -> APIRouter:
     return router
 
 
-def _route_template(request: Request) -> str:
-    # Label by route template, not raw path: share codes and tokens would explode cardinality.
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
-    return "unmatched"
+def route_template(scope: Scope) -> str:
+    """The matched route's template (`/s/{code}`), never the raw path: share codes and
+    tokens would explode the metric's cardinality. The router leaves the route in the
+    scope once it has matched; mounts (static files) expose their own path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+class RequestMetricsMiddleware:
+    """Per-route request count and latency, as pure ASGI (cheap on the hot path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the server answers if the app raises before responding
+
+        async def send_recording_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording_status)
+        finally:
+            route = route_template(scope)
+            method = scope["method"]
+            HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
+            HTTP_REQUESTS.labels(route, method, str(status)).inc()
 
 
 def install_ops(app: FastAPI, checks: Mapping[str, ReadinessCheck]) -> None:
     app.include_router(ops_router(checks))
-
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = _route_template(request)
-        HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
-        HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        return response
+    app.add_middleware(RequestMetricsMiddleware)

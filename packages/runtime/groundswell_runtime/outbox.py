@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import structlog
@@ -28,7 +29,7 @@ from groundswell_contracts.headers import CORRELATION_ID, EVENT_TYPE
 from prometheus_client import Counter, Gauge
 
 from groundswell_runtime.correlation import current_correlation_id
-from groundswell_runtime.db import Migration
+from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS, Migration
 from groundswell_runtime.kafka import make_producer
 
 log = structlog.get_logger()
@@ -70,17 +71,38 @@ def notify_channel(schema: str) -> str:
 
 async def enqueue(conn: asyncpg.Connection, schema: str, *events: Event) -> None:
     """Write events into the outbox; call inside the transaction that makes the change."""
+    cid = current_correlation_id()
+    await enqueue_correlated(conn, schema, [(e, cid) for e in events])
+
+
+async def enqueue_correlated(
+    conn: asyncpg.Connection, schema: str, events: Sequence[tuple[Event, str | None]]
+) -> None:
+    """`enqueue` for events of several requests at once (group commit): each event carries
+    the correlation id of the request it came from. One statement, however many events."""
     if not events:
         return
-    cid = current_correlation_id()
-    await conn.executemany(
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+    for event, cid in events:
+        for column, value in zip(
+            columns,
+            (
+                event.event_id,
+                event.event_type,
+                topic_for(event).value,
+                event.key,
+                encode(event).decode(),
+                cid,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    await conn.execute(
         f'INSERT INTO "{schema}".outbox '
         "(event_id, event_type, topic, message_key, payload, correlation_id) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
-        [
-            (e.event_id, e.event_type, topic_for(e).value, e.key, encode(e).decode(), cid)
-            for e in events
-        ],
+        "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], "
+        "$6::text[])",
+        *columns,
     )
     # Delivered at commit, so the relay wakes only for rows it can see.
     await conn.execute(f"NOTIFY {notify_channel(schema)}")
@@ -212,12 +234,18 @@ class OutboxRelay:
                     published = await self.publish_batch()
                     self.broker_ok = True
                     backoff = 0.2
-                except (TimeoutError, KafkaError, OSError) as exc:
-                    self.broker_ok = False
-                    self._broker_prepared = False
-                    await self._discard_producer()
+                except (KafkaError, *TEMPORARY_DATABASE_ERRORS) as exc:
+                    # Broker or database briefly away: the rows are safe in the database.
                     OUTBOX_FAILURES.labels(self._schema).inc()
                     log.warning("outbox_publish_failed", error=type(exc).__name__, retry_in=backoff)
+                    if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+                        # Possibly the broker (timeouts and socket errors can be either):
+                        # a fresh producer, and topics again before the next publish.
+                        self.broker_ok = False
+                        self._broker_prepared = False
+                        await self._discard_producer()
+                    if listener.is_closed():
+                        raise  # a database restart: start again with a new LISTEN connection
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue

@@ -6,8 +6,12 @@ The shared connection settings keep their unprefixed names (`DATABASE_URL`,
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from groundswell_runtime.client_address import IPNetwork, parse_networks
 
 
 class ServiceSettings(BaseSettings):
@@ -28,3 +32,15 @@ class ServiceSettings(BaseSettings):
     kafka_replication_factor: int = Field(
         1, ge=1, validation_alias=AliasChoices("KAFKA_REPLICATION_FACTOR")
     )
+    # Proxies whose X-Forwarded-For hops are believed (`127.0.0.1,10.0.0.0/8`); empty means
+    # the socket peer is the client. See groundswell_runtime.client_address.
+    trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
+        (), validation_alias=AliasChoices("TRUSTED_PROXIES")
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_networks(v for v in value.split(",") if v.strip())
+        return value

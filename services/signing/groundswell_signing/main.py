@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import uvicorn
 from groundswell_runtime.db import create_pool, migrate
 from groundswell_runtime.logging import configure_logging
+from groundswell_runtime.serving import serve
 
 from groundswell_signing.adapters.repository import SCHEMA
 from groundswell_signing.config import SigningSettings
@@ -41,14 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         from groundswell_signing.entrypoints.http.app import create_app
 
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            proxy_headers=settings.trust_forwarded_for,
+        app = (
+            "groundswell_signing.entrypoints.http.app:app_from_environment"
+            if settings.workers > 1
+            else create_app(settings)
         )
+        serve(app, host=settings.host, port=settings.port, workers=settings.workers, factory=True)
     elif args.command == "migrate":
         asyncio.run(migrate(settings.database_url, SCHEMA, MIGRATIONS))
     elif args.command == "replay":

@@ -32,7 +32,9 @@ async def test_form_post_signs_without_javascript(signing: SigningHarness) -> No
     response = await signing.client.post(f"/p/{petition['slug']}", data=FORM)
     assert response.status_code == 200
     assert "Thank you for signing." in response.text
-    assert signing.settings.share_base_url + "/s/" in response.text
+    # The page offers the petition's own link; the personal link goes only by email.
+    assert f"{signing.settings.public_base_url}/p/{petition['slug']}" in response.text
+    assert signing.settings.share_base_url + "/s/" not in response.text
     assert "wa.me" in response.text  # share buttons
     [event] = await signing.outbox_events("SignatureCreated")
     assert event["postcode_area"] == "SW" and event["contact_consent"] is True

@@ -68,31 +68,106 @@ async def update_petition(
     return _petition(row)
 
 
-async def recent_signatures_from_ip(
-    conn: asyncpg.Connection, ip: str, since: datetime, petition_id: uuid.UUID | None
-) -> tuple[int, datetime | None]:
-    """Signatures from an IP since a moment (on one petition, or all), and the oldest."""
-    row = await conn.fetchrow(
-        "SELECT count(*) AS n, min(created_at) AS oldest FROM signing.signatures "
-        "WHERE ip = $1::inet AND created_at > $2 AND ($3::uuid IS NULL OR petition_id = $3)",
-        ip,
-        since,
-        petition_id,
+async def add_hits(
+    conn: asyncpg.Connection, added: dict[tuple[str, int], tuple[int, int]]
+) -> dict[tuple[str, int], int]:
+    """Add hits to rate counters atomically; each counter's total after the addition.
+
+    `added` maps (key, window start) to (hits, window end). Rows are locked in key
+    order, so concurrent batches cannot deadlock on them.
+    """
+    if not added:
+        return {}
+    counters = sorted(added)
+    rows = await conn.fetch(
+        "INSERT INTO signing.rate_counters AS c (key, window_start, window_end, hits) "
+        "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[]) "
+        "ON CONFLICT (key, window_start) DO UPDATE SET hits = c.hits + EXCLUDED.hits "
+        "RETURNING key, window_start, hits",
+        [key for key, _ in counters],
+        [start for _, start in counters],
+        [added[c][1] for c in counters],
+        [added[c][0] for c in counters],
     )
-    assert row is not None
-    return int(row["n"]), row["oldest"]
+    return {(r["key"], r["window_start"]): r["hits"] for r in rows}
 
 
-async def insert_signature(conn: asyncpg.Connection, fields: dict[str, Any]) -> bool:
-    """False when this person has already signed (the unique constraint decided)."""
-    columns = ", ".join(fields)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(fields) + 1))
-    inserted = await conn.fetchval(
-        f"INSERT INTO signing.signatures ({columns}) VALUES ({placeholders}) "
-        "ON CONFLICT ON CONSTRAINT one_signature_per_person DO NOTHING RETURNING true",
-        *fields.values(),
+async def prune_rate_counters(conn: asyncpg.Connection, now: int) -> None:
+    await conn.execute("DELETE FROM signing.rate_counters WHERE window_end < $1", now)
+
+
+async def open_petitions(
+    conn: asyncpg.Connection, petition_ids: list[uuid.UUID], now: datetime
+) -> set[uuid.UUID]:
+    """Which of these petitions take signatures at `now`, as committed (the cache may lag)."""
+    rows = await conn.fetch(
+        "SELECT id FROM signing.petitions WHERE id = ANY($1::uuid[]) AND status = 'open' "
+        "AND (closes_at IS NULL OR closes_at > $2)",
+        petition_ids,
+        now,
     )
-    return bool(inserted)
+    return {r["id"] for r in rows}
+
+
+SIGNATURE_COLUMNS: dict[str, str] = {
+    "id": "uuid",
+    "petition_id": "uuid",
+    "name": "text",
+    "email": "text",
+    "email_canonical": "text",
+    "email_domain": "text",
+    "postcode": "text",
+    "postcode_area": "text",
+    "country": "text",
+    "contact_consent": "boolean",
+    "consent_wording_version": "text",
+    "consent_at": "timestamptz",
+    "source": "text",
+    "ref": "text",
+    "ref_channel": "text",
+    "share_code": "text",
+    "initial_status": "text",
+    "confirmation_token_hash": "bytea",
+    "confirmation_expires_at": "timestamptz",
+    "withdraw_token_hash": "bytea",
+    "ip": "inet",
+    "created_at": "timestamptz",
+}
+_INSERT_SIGNATURES = (
+    f"INSERT INTO signing.signatures ({', '.join(SIGNATURE_COLUMNS)}) "
+    "SELECT * FROM unnest("
+    + ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(SIGNATURE_COLUMNS.values(), 1))
+    + ") ON CONFLICT ON CONSTRAINT one_signature_per_person DO NOTHING RETURNING id"
+)
+
+
+async def insert_signatures(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+    """Insert many signatures in one statement; the ids of those inserted. A row left out
+    is a person who has already signed (the unique constraint decided, also against rows
+    earlier in the same statement). Rows go in (petition, canonical email) order, so
+    concurrent batches take the unique index's locks in one order and cannot deadlock."""
+    if not rows:
+        return set()
+    ordered = sorted(rows, key=lambda r: (r["petition_id"], r["email_canonical"]))
+    columns = [[row[column] for row in ordered] for column in SIGNATURE_COLUMNS]
+    inserted = await conn.fetch(_INSERT_SIGNATURES, *columns)
+    return {r["id"] for r in inserted}
+
+
+async def signatures_by_people(
+    conn: asyncpg.Connection, people: list[tuple[uuid.UUID, str]]
+) -> dict[tuple[uuid.UUID, str], asyncpg.Record]:
+    """The stored signature of each (petition, canonical email)."""
+    if not people:
+        return {}
+    rows = await conn.fetch(
+        "SELECT s.id, s.petition_id, s.email_canonical, s.share_code FROM signing.signatures s "
+        "JOIN unnest($1::uuid[], $2::text[]) AS p(petition_id, email_canonical) "
+        "USING (petition_id, email_canonical)",
+        [p for p, _ in people],
+        [e for _, e in people],
+    )
+    return {(r["petition_id"], r["email_canonical"]): r for r in rows}
 
 
 async def signature_by_person(
@@ -109,12 +184,14 @@ async def signature_by_person(
 async def confirm_by_token(
     conn: asyncpg.Connection, token_hash: bytes, now: datetime
 ) -> asyncpg.Record | None:
-    # Clearing the hash makes the token single-use.
+    # Clearing the hash makes the token single-use. A closed petition takes no more
+    # confirmations: its count was final when it closed.
     return await conn.fetchrow(
         "UPDATE signing.signatures s SET confirmed_at = $2, confirmation_token_hash = NULL "
         "FROM signing.petitions p "
         "WHERE s.confirmation_token_hash = $1 AND s.confirmation_expires_at > $2 "
         "AND s.withdrawn_at IS NULL AND s.invalidated_at IS NULL AND p.id = s.petition_id "
+        "AND p.status = 'open' AND (p.closes_at IS NULL OR p.closes_at > $2) "
         "RETURNING s.id, s.petition_id, s.share_code, p.slug, p.title",
         token_hash,
         now,

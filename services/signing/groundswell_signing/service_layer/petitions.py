@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,34 @@ from groundswell_signing.domain.petitions import Petition, PetitionNotFound
 
 class SlugTaken(ValueError):
     pass
+
+
+class PetitionCache:
+    """Petitions by slug for the signing hot path, each kept for `ttl` seconds.
+
+    A stale entry is harmless: it only decides the quick 404/409 answers, and the batch
+    that records a signature checks the petition's committed state again (see
+    group_commit). Unknown slugs are not cached, so a new petition is signable at once.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, ttl: float = 1.0) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, Petition]] = {}
+
+    async def get(self, slug: str) -> Petition:
+        entry = self._entries.get(slug)
+        now = time.monotonic()
+        if entry is not None and now - entry[0] < self._ttl:
+            return entry[1]
+        petition = await get_petition(self._pool, slug)
+        if len(self._entries) > 10_000:  # bounded: slugs come from the internet
+            self._entries.clear()
+        self._entries[slug] = (now, petition)
+        return petition
+
+    def forget(self, slug: str) -> None:
+        self._entries.pop(slug, None)
 
 
 async def create_petition(pool: asyncpg.Pool, fields: dict[str, Any]) -> Petition:

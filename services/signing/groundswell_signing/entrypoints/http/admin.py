@@ -13,7 +13,13 @@ from fastapi.responses import StreamingResponse
 from groundswell_signing.adapters import repository
 from groundswell_signing.domain.petitions import PetitionNotFound
 from groundswell_signing.domain.signatures import FORMULA_PREFIXES
-from groundswell_signing.entrypoints.http.dependencies import Now, Pool, Settings, require_admin
+from groundswell_signing.entrypoints.http.dependencies import (
+    Now,
+    Petitions,
+    Pool,
+    Settings,
+    require_admin,
+)
 from groundswell_signing.entrypoints.http.errors import unprocessable
 from groundswell_signing.entrypoints.http.schemas import (
     AdminPetitionOut,
@@ -56,7 +62,7 @@ async def read_petition(slug: str, pool: Pool, settings: Settings, now: Now) -> 
 
 @router.patch("/petitions/{slug}", response_model=AdminPetitionOut)
 async def update_petition(
-    slug: str, body: PetitionPatch, pool: Pool, settings: Settings, now: Now
+    slug: str, body: PetitionPatch, pool: Pool, settings: Settings, now: Now, petitions: Petitions
 ) -> AdminPetitionOut:
     """Edit fields; `status: "closed"` closes, `"open"` reopens; `null` clears goal/closes_at."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
@@ -65,6 +71,7 @@ async def update_petition(
         if value is None and field not in nullable:
             raise unprocessable(field, f"{field} cannot be null")
     petition = await petition_service.update_petition(pool, slug, changes)
+    petitions.forget(slug)
     return AdminPetitionOut.of_admin(
         petition, settings.public_base_url, settings.counter_public_url, now
     )

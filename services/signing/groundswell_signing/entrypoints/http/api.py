@@ -6,7 +6,15 @@ from fastapi import APIRouter, Request, Response, status
 
 from groundswell_signing.domain.petitions import Petition
 from groundswell_signing.domain.signatures import SignatureInput, validate_signature
-from groundswell_signing.entrypoints.http.dependencies import ClientIP, Now, Policy, Pool, Settings
+from groundswell_signing.entrypoints.http.dependencies import (
+    ClientIP,
+    Now,
+    Petitions,
+    Policy,
+    Pool,
+    Settings,
+    Writer,
+)
 from groundswell_signing.entrypoints.http.schemas import (
     PetitionOut,
     SignatureAccepted,
@@ -23,17 +31,28 @@ ERRORS: dict[int | str, dict[str, str]] = {
     413: {"description": "Request body too large"},
     422: {"description": "A field is missing or invalid; each bad field is named"},
     429: {"description": "Too many signatures from this network; see Retry-After"},
+    503: {"description": "Over capacity or the database is briefly away; see Retry-After"},
 }
 
 
 def accepted_message(outcome: SignOutcome) -> str:
     if outcome.status == "pending_confirmation":
-        return "Check your email: follow the link in it to confirm your signature."
-    return "Thank you for signing."
+        return (
+            "Check your email: follow the link in it to confirm your signature. "
+            "Your personal link to share comes with it."
+        )
+    return "Thank you for signing. We have emailed you your personal link to share."
 
 
 def share_url(settings: Settings, share_code: str) -> str:
+    """A signer's personal share link: only ever shown to the signer (email, confirmed page)."""
     return f"{settings.share_base_url}/s/{share_code}"
+
+
+def petition_url(settings: Settings, slug: str) -> str:
+    """What the answer to a signing request offers for sharing. Never a personal link:
+    the answer to a duplicate must not reveal anything about the person who signed."""
+    return f"{settings.public_base_url}/p/{slug}"
 
 
 def _cors_allowed(origin: str | None, petition: Petition, settings: Settings) -> bool:
@@ -84,13 +103,15 @@ async def sign(
     body: SignatureRequest,
     request: Request,
     response: Response,
-    pool: Pool,
+    writer: Writer,
+    petitions: Petitions,
     policy: Policy,
     settings: Settings,
     ip: ClientIP,
     now: Now,
 ) -> SignatureAccepted:
-    """Sign a petition. Signing again gets the same answer and counts once."""
+    """Sign a petition. Signing again gets the same answer and counts once; the personal
+    share link arrives by email."""
     valid = validate_signature(
         SignatureInput(
             name=body.name,
@@ -103,13 +124,13 @@ async def sign(
             ref_channel=body.ref_channel,
         )
     )
-    outcome = await sign_petition(pool, policy, slug, valid, ip, now)
+    outcome = await sign_petition(writer, petitions, policy, slug, valid, ip, now)
     origin = request.headers.get("origin")
-    if origin and _cors_allowed(origin, await petition_service.get_petition(pool, slug), settings):
+    if origin and _cors_allowed(origin, await petitions.get(slug), settings):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
     return SignatureAccepted(
         status=outcome.status,
-        share_url=share_url(settings, outcome.share_code),
+        share_url=petition_url(settings, slug),
         message=accepted_message(outcome),
     )

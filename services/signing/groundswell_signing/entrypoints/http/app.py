@@ -11,7 +11,7 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from groundswell_runtime.background import cancel_and_wait
+from groundswell_runtime.background import cancel_and_wait, supervise
 from groundswell_runtime.correlation import install_request_id_middleware
 from groundswell_runtime.db import (
     close_pool,
@@ -21,6 +21,7 @@ from groundswell_runtime.db import (
     wait_for_database,
 )
 from groundswell_runtime.kafka import broker_reachable, ensure_topics
+from groundswell_runtime.logging import configure_logging
 from groundswell_runtime.ops import install_ops
 from groundswell_runtime.outbox import OutboxRelay
 
@@ -30,6 +31,8 @@ from groundswell_signing.entrypoints.http import admin, api, pages
 from groundswell_signing.entrypoints.http.errors import install_error_handlers
 from groundswell_signing.entrypoints.http.limits import BodySizeLimit
 from groundswell_signing.migrations import MIGRATIONS
+from groundswell_signing.service_layer.group_commit import SignatureWriter
+from groundswell_signing.service_layer.petitions import PetitionCache
 from groundswell_signing.service_layer.signing import AbusePolicy
 
 log = structlog.get_logger()
@@ -60,18 +63,36 @@ def create_app(settings: SigningSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await wait_for_database(settings.database_url)
         await migrate(settings.database_url, SCHEMA, MIGRATIONS)
-        pool = await create_pool(settings.database_url, max_size=20)
+        # Requests and batches share one pool; the relay has its own connections, so
+        # events keep flowing however busy the HTTP side is.
+        pool = await create_pool(settings.database_url, max_size=10)
+        relay_pool = await create_pool(settings.database_url, min_size=2, max_size=2)
         relay = OutboxRelay(
-            pool, SCHEMA, settings.kafka_bootstrap_servers, prepare_broker=create_topics
+            relay_pool, SCHEMA, settings.kafka_bootstrap_servers, prepare_broker=create_topics
+        )
+        writer = SignatureWriter(
+            pool,
+            flag_over_limit=settings.rate_limit_action == "flag",
+            writers=settings.writer_tasks,
+            max_batch=settings.max_batch,
+            max_queue=settings.max_queue,
+            max_queue_age=settings.max_queue_age_ms / 1000,
         )
         app.state.pool = pool
         app.state.relay = relay
-        task = asyncio.create_task(relay.run(), name="outbox-relay")
+        app.state.writer = writer
+        app.state.petitions = PetitionCache(pool)
+        tasks = [
+            asyncio.create_task(supervise("outbox-relay", relay.run), name="outbox-relay"),
+            asyncio.create_task(supervise("signature-writer", writer.run), name="writer"),
+        ]
         try:
             yield
         finally:
-            await cancel_and_wait(task)
+            for task in tasks:
+                await cancel_and_wait(task)
             await relay.stop()
+            await close_pool(relay_pool)
             await close_pool(pool)
 
     app = FastAPI(
@@ -98,3 +119,10 @@ def create_app(settings: SigningSettings) -> FastAPI:
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The uvicorn factory (`--factory`): each worker process builds its own app."""
+    settings = SigningSettings()  # ADMIN_TOKEN and the rest come from the environment
+    configure_logging("signing", settings.log_level)
+    return create_app(settings)

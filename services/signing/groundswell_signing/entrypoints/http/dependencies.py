@@ -1,4 +1,8 @@
-"""What route handlers receive: the pool, settings, abuse policy, caller IP, admin check."""
+"""What route handlers receive: the pool, settings, abuse policy, caller IP, admin check.
+
+Every dependency is `async def`: FastAPI runs a plain `def` dependency in the
+threadpool, a thread hop per dependency per request on the hot path.
+"""
 
 from __future__ import annotations
 
@@ -9,43 +13,56 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from groundswell_runtime.client_address import client_address
 
 from groundswell_signing.config import SigningSettings
+from groundswell_signing.service_layer.group_commit import SignatureWriter
+from groundswell_signing.service_layer.petitions import PetitionCache
 from groundswell_signing.service_layer.signing import AbusePolicy
 
 _bearer = HTTPBearer(auto_error=False, description="The ADMIN_TOKEN")
 
 
-def get_settings(request: Request) -> SigningSettings:
+async def get_settings(request: Request) -> SigningSettings:
     settings: SigningSettings = request.app.state.settings
     return settings
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+async def get_pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 
 
-def get_policy(request: Request) -> AbusePolicy:
+async def get_policy(request: Request) -> AbusePolicy:
     policy: AbusePolicy = request.app.state.policy
     return policy
 
 
-def now() -> datetime:
+async def get_writer(request: Request) -> SignatureWriter:
+    writer: SignatureWriter = request.app.state.writer
+    return writer
+
+
+async def get_petition_cache(request: Request) -> PetitionCache:
+    cache: PetitionCache = request.app.state.petitions
+    return cache
+
+
+async def now() -> datetime:
     return datetime.now(UTC)
 
 
-def client_ip(
+async def client_ip(
     request: Request, settings: Annotated[SigningSettings, Depends(get_settings)]
 ) -> str | None:
-    if settings.trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else None
+    return client_address(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        settings.trusted_proxies,
+    )
 
 
-def require_admin(
+async def require_admin(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     settings: Annotated[SigningSettings, Depends(get_settings)],
 ) -> None:
@@ -63,5 +80,7 @@ def require_admin(
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
 Settings = Annotated[SigningSettings, Depends(get_settings)]
 Policy = Annotated[AbusePolicy, Depends(get_policy)]
+Writer = Annotated[SignatureWriter, Depends(get_writer)]
+Petitions = Annotated[PetitionCache, Depends(get_petition_cache)]
 ClientIP = Annotated[str | None, Depends(client_ip)]
 Now = Annotated[datetime, Depends(now)]

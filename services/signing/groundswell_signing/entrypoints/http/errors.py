@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS
 
 from groundswell_signing.domain.petitions import PetitionClosedError, PetitionNotFound
 from groundswell_signing.domain.signatures import SignatureError
+from groundswell_signing.service_layer.group_commit import Overloaded, Unavailable
 from groundswell_signing.service_layer.petitions import SlugTaken
 from groundswell_signing.service_layer.signing import Blocked, RateLimited
 
@@ -25,7 +27,46 @@ def unprocessable(field: str | None, message: str) -> HTTPException:
     return HTTPException(422, [{"loc": loc, "msg": message, "type": "value_error"}])
 
 
+def try_again_soon(request: Request, retry_after: int, detail: str) -> Response:
+    """503 with Retry-After: JSON for the API, a friendly page for people."""
+    headers = {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": detail}, status_code=503, headers=headers)
+    from groundswell_signing.entrypoints.http.pages import message_page
+
+    page = message_page(
+        request,
+        "Please try again in a moment",
+        "We are very busy right now and could not take your signature. "
+        "Nothing was recorded: please try again in a moment.",
+        503,
+    )
+    page.headers.update(headers)
+    return page
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> Response:
+        return try_again_soon(
+            request,
+            exc.retry_after,
+            "Too many signatures at once; nothing was recorded. "
+            f"Try again in {exc.retry_after} second(s).",
+        )
+
+    async def database_away(request: Request, exc: Exception) -> Response:
+        return try_again_soon(
+            request,
+            Unavailable.retry_after,
+            "The service is briefly unavailable; nothing was "
+            f"recorded. Try again in {Unavailable.retry_after} seconds.",
+        )
+
+    temporary: tuple[type[BaseException], ...] = (Unavailable, *TEMPORARY_DATABASE_ERRORS)
+    for kind in temporary:
+        app.add_exception_handler(kind, database_away)  # type: ignore[arg-type]
+
     @app.exception_handler(SignatureError)
     async def invalid_signature(_: Request, exc: SignatureError) -> JSONResponse:
         return JSONResponse({"detail": field_errors(exc.errors)}, status_code=422)

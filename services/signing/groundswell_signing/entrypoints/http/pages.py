@@ -12,8 +12,16 @@ from fastapi.templating import Jinja2Templates
 
 from groundswell_signing.domain.petitions import Petition, PetitionClosedError, PetitionNotFound
 from groundswell_signing.domain.signatures import SignatureError, SignatureInput, validate_signature
-from groundswell_signing.entrypoints.http.api import accepted_message, share_url
-from groundswell_signing.entrypoints.http.dependencies import ClientIP, Now, Policy, Pool, Settings
+from groundswell_signing.entrypoints.http.api import accepted_message, petition_url, share_url
+from groundswell_signing.entrypoints.http.dependencies import (
+    ClientIP,
+    Now,
+    Petitions,
+    Policy,
+    Pool,
+    Settings,
+    Writer,
+)
 from groundswell_signing.service_layer import petitions as petition_service
 from groundswell_signing.service_layer.signing import (
     Blocked,
@@ -57,7 +65,7 @@ def _page(
     )
 
 
-def _message(request: Request, title: str, text: str, status_code: int) -> HTMLResponse:
+def message_page(request: Request, title: str, text: str, status_code: int) -> HTMLResponse:
     return _page(request, "message.html", {"title": title, "text": text}, status_code=status_code)
 
 
@@ -77,7 +85,9 @@ async def _petition_page(
     try:
         petition: Petition = await petition_service.get_petition(pool, slug)
     except PetitionNotFound:
-        return _message(request, "Petition not found", "There is no petition at this address.", 404)
+        return message_page(
+            request, "Petition not found", "There is no petition at this address.", 404
+        )
     return _page(
         request,
         "petition.html",
@@ -121,6 +131,8 @@ async def sign_from_form(
     slug: str,
     request: Request,
     pool: Pool,
+    writer: Writer,
+    petitions: Petitions,
     policy: Policy,
     settings: Settings,
     ip: ClientIP,
@@ -150,12 +162,14 @@ async def sign_from_form(
     try:
         petition = await petition_service.get_petition(pool, slug)
     except PetitionNotFound:
-        return _message(request, "Petition not found", "There is no petition at this address.", 404)
+        return message_page(
+            request, "Petition not found", "There is no petition at this address.", 404
+        )
     if website:
         # Only bots fill the hidden field: thank them and record nothing.
         thanks: dict[str, Any] = {
             "message": "Thank you for signing.",
-            "share_url": f"{settings.public_base_url}/p/{slug}",
+            "share_url": petition_url(settings, slug),
         }
         return await _petition_page(request, pool, settings, now, slug, embed=embed, thanks=thanks)
     try:
@@ -171,7 +185,7 @@ async def sign_from_form(
                 ref_channel=ref_channel or None,
             )
         )
-        outcome = await sign_petition(pool, policy, slug, valid, ip, now)
+        outcome = await sign_petition(writer, petitions, policy, slug, valid, ip, now)
     except SignatureError as exc:
         return await _petition_page(
             request,
@@ -206,10 +220,10 @@ async def sign_from_form(
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except Blocked:
-        return _message(
+        return message_page(
             request, "Not accepted", "Signatures from your network are not accepted.", 403
         )
-    url = share_url(settings, outcome.share_code)
+    url = petition_url(settings, slug)
     thanks = {
         "message": accepted_message(outcome),
         "share_url": url,
@@ -223,7 +237,7 @@ async def sign_from_form(
 async def confirm_page(token: str, request: Request, pool: Pool, now: Now) -> HTMLResponse:
     # A GET never confirms: mail scanners fetch links before people do.
     if not await confirmation_pending(pool, token, now):
-        return _message(
+        return message_page(
             request,
             "Link not valid",
             "This confirmation link has expired or has already been used.",
@@ -238,8 +252,15 @@ async def confirm(
 ) -> HTMLResponse:
     try:
         done = await confirm_signature(pool, token, now)
+    except PetitionClosedError:
+        return message_page(
+            request,
+            "Petition closed",
+            "This petition closed before your signature was confirmed, so it was not added.",
+            409,
+        )
     except TokenNotValid:
-        return _message(
+        return message_page(
             request,
             "Link not valid",
             "This confirmation link has expired or has already been used.",
@@ -263,7 +284,7 @@ async def withdraw_page(token: str, request: Request, pool: Pool) -> HTMLRespons
     try:
         _, title = await withdrawable(pool, token)
     except TokenNotValid:
-        return _message(
+        return message_page(
             request, "Link not valid", "This signature has already been withdrawn.", 404
         )
     return _page(request, "withdraw.html", {"title": title, "action": f"/withdraw/{token}"})
@@ -274,10 +295,10 @@ async def withdraw(token: str, request: Request, pool: Pool, now: Now) -> HTMLRe
     try:
         _, title = await withdraw_signature(pool, token, now)
     except TokenNotValid:
-        return _message(
+        return message_page(
             request, "Link not valid", "This signature has already been withdrawn.", 404
         )
-    return _message(
+    return message_page(
         request,
         "Signature withdrawn",
         f"Your signature on \u201c{title}\u201d has been removed.",

@@ -67,7 +67,11 @@ class SignatureRequest(BaseModel):
 
 class SignatureAccepted(BaseModel):
     status: Literal["pending_confirmation", "signed"]
-    share_url: str
+    share_url: str = Field(
+        description="The petition's page, to share. The same for everyone: the signer's "
+        "personal (attributed) link comes by email, so this answer reveals nothing about "
+        "whether the address had signed before."
+    )
     message: str
 
 

@@ -63,6 +63,12 @@
     return true;
   }
 
+  function formError(message) {
+    var el = document.getElementById("form-error");
+    el.textContent = message;
+    el.hidden = !message;
+  }
+
   function shareButtons(url) {
     var text = encodeURIComponent("I signed \u201c" + document.querySelector("h1").textContent + "\u201d. Will you sign too? " + url);
     var links = [
@@ -74,10 +80,10 @@
     var slot = document.getElementById("share-slot");
     slot.innerHTML = "";
     var intro = document.createElement("p");
-    intro.append("Your personal link: ");
+    intro.append("Link to share: ");
     var input = document.createElement("input");
     input.id = "share-url"; input.readOnly = true; input.value = url;
-    input.setAttribute("aria-label", "Your share link");
+    input.setAttribute("aria-label", "Link to share");
     intro.append(input);
     slot.append(intro);
     var list = document.createElement("ul");
@@ -99,6 +105,7 @@
     var data = new FormData(form);
     if (data.get("website")) return;
     ["name", "email", "postcode", "country"].forEach(function (f) { setError(f, ""); });
+    formError("");
     var body = {
       name: data.get("name") || "", email: data.get("email") || "",
       postcode: data.get("postcode") || null, country: data.get("country") || "GB",
@@ -132,7 +139,8 @@
         });
         if (first) { document.getElementById(first).focus(); return; }
       }
-      alert(typeof res.json.detail === "string" ? res.json.detail : "Sorry, something went wrong. Please try again.");
+      // Rate limits, a closed petition, a busy server: said inline, next to the form.
+      formError(typeof res.json.detail === "string" ? res.json.detail : "Sorry, something went wrong. Please try again.");
     }).catch(function () {
       // The network failed: fall back to a plain form post, which the server handles too.
       button.disabled = false;
