@@ -16,9 +16,23 @@ class SharingSettings(ServiceSettings):
     public_base_url: str = Field(
         "http://127.0.0.1:8001", validation_alias=AliasChoices("PUBLIC_BASE_URL")
     )
-    # Keys the daily visitor hash that collapses repeated clicks. Unset: a random one per
-    # process, so repeat clicks are collapsed only within one instance's lifetime.
+    # The organisers' token (Bearer) for the named share stats; shared with signing.
+    # Required to serve (main refuses to start without it); optional so `migrate` runs bare.
+    admin_token: SecretStr | None = Field(None, validation_alias=AliasChoices("ADMIN_TOKEN"))
+    # Keys the daily visitor hash that collapses repeated clicks: it must be the same in
+    # every instance and across restarts. Unset (or empty): derived from ADMIN_TOKEN
+    # with HMAC under a fixed label (domain/visitors.py), so `make up` and compose need
+    # nothing more; set it to rotate it independently of the admin token.
     visitor_salt: SecretStr | None = None
+    # Counted clicks per network (IPv4 address, IPv6 /64) per rolling hour, across every
+    # link, and per IPv6 /48 site. Over it the redirect still happens; the click does not
+    # count.
+    clicks_per_network_hour: int = Field(20, ge=1)
+    clicks_per_site_hour: int = Field(200, ge=1)
+    # A link sharing has not heard of yet (its SignatureCreated is still on the way) is
+    # retried by the browser this many times (1, 1, 2, 2, 3, 3, 4, 4 s: 20 s in all with 8)
+    # before it is answered as unknown.
+    link_wait_attempts: int = Field(8, ge=0, le=30)
     # A referral whose signing page does not say which channel it came through is
     # credited to the channel of the latest click on the same link within this window.
     referral_click_window_hours: float = Field(24.0, gt=0)

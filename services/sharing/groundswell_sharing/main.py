@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 import uvicorn
 from groundswell_runtime.db import migrate
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "migrate":
         asyncio.run(migrate(settings.database_url, repo.SCHEMA, repo.migrations()))
         return
+    if settings.admin_token is None or not settings.admin_token.get_secret_value():
+        # It guards the organisers' stats and keys the visitor salt (unless
+        # SHARING_VISITOR_SALT is set): serving without it would do neither.
+        sys.exit("groundswell-sharing: set ADMIN_TOKEN (the same one signing uses).")
     uvicorn.run(
         create_app(settings),
         host=settings.host,

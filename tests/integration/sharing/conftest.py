@@ -4,6 +4,7 @@ session's PostgreSQL and broker, and helpers to publish and observe."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
 from groundswell_contracts.events import (
     AnyEvent,
     Event,
@@ -31,6 +33,9 @@ from ...conftest import scratch_database
 
 PUBLIC_BASE_URL = "http://signing.test"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0"
+ADMIN_TOKEN = "test-admin-token"
+# The reverse proxy the tests pretend to be (TEST-NET-1): only its X-Forwarded-For counts.
+PROXY = "192.0.2.1"
 
 
 @dataclass
@@ -38,6 +43,33 @@ class RunningSharing:
     client: httpx.AsyncClient
     db: asyncpg.Pool
     settings: SharingSettings
+    app: FastAPI
+
+    def client_at(self, address: str) -> httpx.AsyncClient:
+        """A client whose socket peer is `address` (the default client is 127.0.0.1).
+
+        Clicks are counted per network with an hourly budget, so a test that counts clicks
+        uses addresses of its own."""
+        return _client(self.app, address)
+
+    @contextlib.asynccontextmanager
+    async def instance(self, **overrides: Any) -> AsyncIterator[RunningSharing]:
+        """Another sharing app (its own lifespan and consumer group) on the same database:
+        a second replica, or the same service after a restart."""
+        settings = self.settings.model_copy(
+            update={"consumer_group": f"sharing-test-{uuid.uuid4().hex[:8]}"} | overrides
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app), _client(app, "127.0.0.1") as client:
+            yield RunningSharing(client, self.db, settings, app)
+
+
+def _client(app: FastAPI, address: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=(address, 40000)),
+        base_url="http://share.test",
+        headers={"user-agent": BROWSER},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +86,9 @@ async def _running_sharing(database_url: str, infra: Infra) -> AsyncIterator[Run
         KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
         KAFKA_TOPIC_PARTITIONS=4,
         PUBLIC_BASE_URL=PUBLIC_BASE_URL,
-        visitor_salt="test-salt",
+        # No SHARING_VISITOR_SALT: the salt is derived from the admin token, as in `make up`.
+        ADMIN_TOKEN=ADMIN_TOKEN,
+        TRUSTED_PROXIES=PROXY,
         # A group of its own: Tansu takes ~11 s to re-form a group a member just left.
         consumer_group=f"sharing-test-{uuid.uuid4().hex[:8]}",
     )
@@ -62,12 +96,8 @@ async def _running_sharing(database_url: str, infra: Infra) -> AsyncIterator[Run
     async with app.router.lifespan_context(app):
         db = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
         try:
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://share.test",
-                headers={"user-agent": BROWSER},
-            ) as client:
-                yield RunningSharing(client, db, settings)
+            async with _client(app, "127.0.0.1") as client:
+                yield RunningSharing(client, db, settings, app)
         finally:
             await db.close()
 
@@ -146,6 +176,8 @@ class Kit:
     topic_events = staticmethod(topic_events)
     browser = BROWSER
     public_base_url = PUBLIC_BASE_URL
+    admin_token = ADMIN_TOKEN
+    proxy = PROXY
 
     def __init__(self, infra: Infra, producer: AIOKafkaProducer) -> None:
         self.infra = infra

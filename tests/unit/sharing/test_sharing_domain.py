@@ -54,6 +54,8 @@ def test_channels_come_from_a_fixed_vocabulary(raw: str | None, channel: str) ->
         ("x" * 64, True),
         ("x" * 65, False),
         ("<script>", False),
+        ("abc\n", False),  # `$` alone would let a trailing newline through
+        ("a\x00b", False),
     ],
 )
 def test_share_code_shape(code: str, valid: bool) -> None:
@@ -103,15 +105,15 @@ def test_link_previews_and_scripts_are_not_people(agent: str | None, automated: 
 def test_visitor_hash_is_stable_within_a_day_and_unlinkable_across() -> None:
     salt = b"s" * 32
     day = date(2026, 3, 1)
-    one = visitor_hash(salt, day, "203.0.113.9", FIREFOX)
-    assert one == visitor_hash(salt, day, "203.0.113.9", FIREFOX)
+    one = visitor_hash(salt, day, "network", "203.0.113.9")
+    assert one == visitor_hash(salt, day, "network", "203.0.113.9")
     assert len(one) == 32 and "203" not in one
     others = {
-        visitor_hash(salt, date(2026, 3, 2), "203.0.113.9", FIREFOX),
-        visitor_hash(b"t" * 32, day, "203.0.113.9", FIREFOX),
-        visitor_hash(salt, day, "203.0.113.10", FIREFOX),
-        visitor_hash(salt, day, "203.0.113.9", FIREFOX + " Mobile"),
-        visitor_hash(salt, day, None, None),
+        visitor_hash(salt, date(2026, 3, 2), "network", "203.0.113.9"),
+        visitor_hash(b"t" * 32, day, "network", "203.0.113.9"),
+        visitor_hash(salt, day, "network", "203.0.113.10"),
+        visitor_hash(salt, day, "site", "203.0.113.9"),
+        visitor_hash(salt, day, "network", None),
     }
     assert one not in others and len(others) == 5
 
@@ -134,11 +136,11 @@ def test_by_channel_merges_clicks_and_signatures() -> None:
 
 def test_top_referrers_rank_by_signatures_then_clicks() -> None:
     tallies = [
-        ReferrerTally("Ann", clicks=10, signatures=1),
-        ReferrerTally("Bob", clicks=2, signatures=3),
-        ReferrerTally("Cy", clicks=0, signatures=0),
-        ReferrerTally("", clicks=50, signatures=9),  # name forgotten (withdrawn)
-        ReferrerTally("Di", clicks=11, signatures=1),
+        ReferrerTally("a", "Ann", clicks=10, signatures=1),
+        ReferrerTally("b", "Bob", clicks=2, signatures=3),
+        ReferrerTally("c", "Cy", clicks=0, signatures=0),
+        ReferrerTally("n", None, clicks=50, signatures=9),  # gave no name: still ranks
+        ReferrerTally("d", "Di", clicks=11, signatures=1),
     ]
-    assert [t.first_name for t in top_referrers(tallies, 10)] == ["Bob", "Di", "Ann"]
-    assert [t.first_name for t in top_referrers(tallies, 2)] == ["Bob", "Di"]
+    assert [t.share_code for t in top_referrers(tallies, 10)] == ["n", "b", "d", "a"]
+    assert [t.share_code for t in top_referrers(tallies, 2)] == ["n", "b"]

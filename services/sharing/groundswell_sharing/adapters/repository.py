@@ -1,4 +1,4 @@
-"""The sharing schema: petitions, share links, clicks and referrals.
+"""The sharing schema: petitions, share links, referrals and stats (clicks: clicks.py).
 
 Functions taking a connection run inside the caller's transaction (so an outbox
 row commits with its change); functions taking a pool open their own.
@@ -7,7 +7,7 @@ row commits with its change); functions taking a pool open their own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import asyncpg
@@ -203,26 +203,6 @@ async def void_signature(conn: asyncpg.Connection, signature_id: UUID) -> int:
     return _rowcount(status)
 
 
-# --- clicks ----------------------------------------------------------------
-
-
-async def add_click(
-    conn: asyncpg.Connection, link: ShareLink, channel: str, visitor: str, day: date
-) -> bool:
-    """False when this visitor already clicked this link today."""
-    inserted = await conn.fetchval(
-        "INSERT INTO sharing.clicks (share_code, petition_id, channel, visitor_hash, clicked_on) "
-        "VALUES ($1, $2, $3, $4, $5) "
-        "ON CONFLICT (share_code, visitor_hash, clicked_on) DO NOTHING RETURNING true",
-        link.share_code,
-        link.petition_id,
-        channel,
-        visitor,
-        day,
-    )
-    return inserted is True
-
-
 # --- stats -----------------------------------------------------------------
 
 
@@ -261,16 +241,17 @@ async def petition_tallies(
             "GROUP BY source ORDER BY n DESC, source LIMIT 50",
             petition_id,
         )
-        # Only confirmed signers appear by name, and only by first name.
+        # Only confirmed signers rank; their names are for the organisers' view only.
         referrers = await conn.fetch(
-            "SELECT l.first_name, coalesce(c.n, 0) AS clicks, coalesce(r.n, 0) AS signatures "
+            "SELECT l.share_code, l.first_name, coalesce(c.n, 0) AS clicks, "
+            "  coalesce(r.n, 0) AS signatures "
             "FROM sharing.share_links l "
             "LEFT JOIN (SELECT share_code, count(*) AS n FROM sharing.clicks "
             "           WHERE petition_id = $1 GROUP BY share_code) c USING (share_code) "
             "LEFT JOIN (SELECT share_code, count(*) AS n FROM sharing.referrals "
             "           WHERE petition_id = $1 AND status = 'counted' GROUP BY share_code) r "
             "     USING (share_code) "
-            "WHERE l.petition_id = $1 AND l.status = 'counted' AND l.first_name IS NOT NULL "
+            "WHERE l.petition_id = $1 AND l.status = 'counted' "
             "  AND (c.n > 0 OR r.n > 0) "
             "ORDER BY signatures DESC, clicks DESC, l.created_at LIMIT $2",
             petition_id,
@@ -282,7 +263,7 @@ async def petition_tallies(
         signers=int(signers),
         by_source={r["source"]: int(r["n"]) for r in sources},
         referrers=[
-            ReferrerTally(r["first_name"], int(r["clicks"]), int(r["signatures"]))
+            ReferrerTally(r["share_code"], r["first_name"], int(r["clicks"]), int(r["signatures"]))
             for r in referrers
         ],
     )

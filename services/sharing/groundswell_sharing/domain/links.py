@@ -28,13 +28,31 @@ OTHER = "other"
 UNKNOWN = "unknown"  # a referral whose channel cannot be told
 _ALIASES = {"twitter": "x", "fb": "facebook", "wa": "whatsapp", "mail": "email", "tg": "telegram"}
 
-_SHARE_CODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SHARE_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Lone surrogates cannot be encoded as UTF-8, so no database or URL can hold them.
+_UNENCODABLE = re.compile(r"[\ud800-\udfff]")
 FIRST_NAME_MAX = 40
+# Signing's slugs are at most 80 characters of [a-z0-9-]; sharing takes slugs from events
+# and only rules out what no petition can have, so a change in signing's rule cannot
+# make a real petition unreachable here.
+SLUG_MAX = 200
 
 
 def valid_share_code(code: str) -> bool:
-    return bool(_SHARE_CODE.match(code))
+    # fullmatch: `$` would also accept a trailing newline.
+    return bool(_SHARE_CODE.fullmatch(code))
+
+
+def possible_slug(slug: str) -> bool:
+    """False for what cannot be a petition's slug: empty, too long, control characters
+    (NUL among them, which PostgreSQL text refuses) or lone surrogates."""
+    return (
+        0 < len(slug) <= SLUG_MAX
+        and not _CONTROL.search(slug)
+        and not _UNENCODABLE.search(slug)
+        and not slug.isspace()
+    )
 
 
 def normalize_channel(raw: str | None) -> str:

@@ -14,7 +14,11 @@ class ChannelTally:
 
 @dataclass(frozen=True)
 class ReferrerTally:
-    first_name: str
+    """One counted signer's share link. The first name and code are for organisers only:
+    the public stats show a rank and the two counts, nothing that names a person."""
+
+    share_code: str
+    first_name: str | None
     clicks: int
     signatures: int
 
@@ -36,7 +40,11 @@ def by_channel(clicks: Mapping[str, int], signatures: Mapping[str, int]) -> dict
 
 
 def top_referrers(tallies: Iterable[ReferrerTally], limit: int) -> list[ReferrerTally]:
-    """Most referred signatures first, then most clicks; people with neither are left out."""
-    active = [t for t in tallies if (t.clicks or t.signatures) and t.first_name]
+    """Most referred signatures first, then most clicks; links with neither are left out.
+
+    The rank is the position in this list (1-based). A signer whose name is blank still
+    ranks: the ranking is about links, and names are shown to organisers only.
+    """
+    active = [t for t in tallies if t.clicks or t.signatures]
     active.sort(key=lambda t: (-t.signatures, -t.clicks))
     return active[:limit]

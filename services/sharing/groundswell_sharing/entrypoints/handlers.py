@@ -7,7 +7,7 @@ against replays that carry new event ids.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
@@ -17,6 +17,7 @@ from groundswell_contracts.events import (
     PetitionCreated,
     PetitionUpdated,
     ReferralAttributed,
+    ShareLinkClicked,
     SignatureConfirmed,
     SignatureCreated,
     SignatureInvalidated,
@@ -25,6 +26,7 @@ from groundswell_contracts.events import (
 from groundswell_runtime.consumer import claim_event
 from groundswell_runtime.outbox import enqueue
 
+from groundswell_sharing.adapters import clicks
 from groundswell_sharing.adapters import repository as repo
 from groundswell_sharing.config import SharingSettings
 from groundswell_sharing.domain.links import UNKNOWN, first_name, normalize_channel
@@ -62,6 +64,9 @@ class SharingHandler:
             await repo.ensure_petition(
                 conn, event.petition_id, event.petition_slug, event.petition_title
             )
+            # Held to commit: a click on this code waiting for it is either committed
+            # before (and moved below) or sees the link (clicks.py).
+            await clicks.lock_code(conn, event.share_code)
             await repo.add_share_link(
                 conn,
                 share_code=event.share_code,
@@ -72,6 +77,17 @@ class SharingHandler:
                 status=status,
                 created_at=event.occurred_at,
             )
+            waited = await clicks.attribute_pending(
+                conn, event.share_code, event.petition_id, datetime.now(UTC)
+            )
+            for channel in waited:
+                await enqueue(
+                    conn,
+                    repo.SCHEMA,
+                    ShareLinkClicked(
+                        petition_id=event.petition_id, share_code=event.share_code, channel=channel
+                    ),
+                )
             referrer = await self._referrer(conn, event)
             if referrer is not None:
                 channel = await self._channel(conn, event, referrer)

@@ -7,32 +7,40 @@ outbox relay that publishes clicks and referrals.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from html import escape
+from urllib.parse import quote, urlencode
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
-from groundswell_contracts.events import ShareLinkClicked
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi.responses import RedirectResponse
 from groundswell_contracts.topics import Consumer, Topic
 from groundswell_runtime.background import ConsumerLoop, cancel_and_wait, supervise
+from groundswell_runtime.client_address import client_address
 from groundswell_runtime.correlation import install_request_id_middleware
 from groundswell_runtime.db import close_pool, create_pool, database_reachable, migrate
 from groundswell_runtime.kafka import broker_reachable, ensure_topics
 from groundswell_runtime.ops import install_ops
-from groundswell_runtime.outbox import OutboxRelay, enqueue
+from groundswell_runtime.outbox import OutboxRelay
 from prometheus_client import Counter
-from pydantic import BaseModel, Field
 
+from groundswell_sharing.adapters import clicks
 from groundswell_sharing.adapters import repository as repo
 from groundswell_sharing.config import SharingSettings
 from groundswell_sharing.domain import stats
-from groundswell_sharing.domain.links import normalize_channel, petition_url, valid_share_code
-from groundswell_sharing.domain.visitors import is_automated, visitor_hash
+from groundswell_sharing.domain.clicks import ClickBudget, visitor, wait_delay
+from groundswell_sharing.domain.links import (
+    DIRECT,
+    normalize_channel,
+    petition_url,
+    possible_slug,
+    valid_share_code,
+)
+from groundswell_sharing.domain.visitors import is_automated, visitor_salt
+from groundswell_sharing.entrypoints import pages, views
+from groundswell_sharing.entrypoints.admin import admin_router
 from groundswell_sharing.entrypoints.handlers import SharingHandler
 
 log = structlog.get_logger()
@@ -43,55 +51,9 @@ TOP_REFERRERS = 10
 DESCRIPTION = """
 Per-signer share links (`/s/{code}`), the clicks and referred signatures they bring,
 and sharing statistics per petition. Clicks go to `share-clicks`, referrals to
-`referrals`. No IP address is stored; referrers are shown by first name only.
+`referrals`. No IP address is stored. The public stats rank referrers without naming
+them; organisers see first names through the admin endpoint (Bearer ADMIN_TOKEN).
 """
-
-VIRAL_COEFFICIENT_DOC = (
-    "Signatures that came through a signer's share link divided by the petition's "
-    "counted signers (signatures_via_referrals / signers). 0.25 means one signer in four "
-    "was brought in by another signer's link; at 1.0 each signer brings in one more on "
-    "average, and above 1.0 sharing alone keeps the petition growing. 0 when nobody has "
-    "signed yet."
-)
-
-
-class ChannelStats(BaseModel):
-    clicks: int = Field(description="Clicks on share links shared through this channel")
-    signatures: int = Field(description="Counted signatures referred through this channel")
-
-
-class TopReferrer(BaseModel):
-    first_name: str = Field(description="The sharer's first name; nothing else is shown")
-    clicks: int
-    signatures: int
-
-
-class ShareStats(BaseModel):
-    slug: str
-    clicks: int = Field(description="People who followed a share link (robots excluded)")
-    signatures_via_referrals: int = Field(
-        description="Counted signatures that came through a signer's share link"
-    )
-    signers: int = Field(description="Counted signatures (the coefficient's denominator)")
-    by_channel: dict[str, ChannelStats] = Field(
-        description="Per channel (email, whatsapp, facebook, x, copy, direct, other, "
-        "unknown): clicks and referred signatures"
-    )
-    by_source: dict[str, int] = Field(description="Counted signatures per campaign `source` code")
-    top_referrers: list[TopReferrer]
-    viral_coefficient: float = Field(description=VIRAL_COEFFICIENT_DOC)
-
-
-class LeaderboardEntry(BaseModel):
-    slug: str
-    title: str
-    signatures_via_referrals: int
-    clicks: int
-    viral_coefficient: float = Field(description=VIRAL_COEFFICIENT_DOC)
-
-
-class Leaderboard(BaseModel):
-    petitions: list[LeaderboardEntry]
 
 
 class SharingRuntime:
@@ -99,10 +61,13 @@ class SharingRuntime:
 
     def __init__(self, settings: SharingSettings) -> None:
         self.settings = settings
-        configured = settings.visitor_salt.get_secret_value() if settings.visitor_salt else ""
-        # An empty value (e.g. `${SHARING_VISITOR_SALT:-}` in compose) means unset, never
-        # an empty key.
-        self.visitor_salt = configured.encode() if configured else secrets.token_bytes(32)
+        # The same in every instance and across restarts (domain/visitors.py), so a
+        # restart does not count the day's repeat clicks again.
+        self.visitor_salt = visitor_salt(
+            settings.visitor_salt.get_secret_value() if settings.visitor_salt else None,
+            settings.admin_token.get_secret_value() if settings.admin_token else None,
+        )
+        self.budget = ClickBudget(settings.clicks_per_network_hour, settings.clicks_per_site_hour)
         self.pool: asyncpg.Pool | None = None
         self.consumer: ConsumerLoop | None = None
         self.relay: OutboxRelay | None = None
@@ -155,27 +120,6 @@ class SharingRuntime:
         return self.consumer is not None and self.consumer.consuming
 
 
-def _unknown_link_page(public_base_url: str) -> HTMLResponse:
-    home = escape(public_base_url.rstrip("/") + "/")
-    document = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        "<title>Share link not found</title><style>"
-        "body{font-family:Arial,Helvetica,sans-serif;background:#f4f4f5;color:#18181b;margin:0}"
-        "main{max-width:520px;margin:48px auto;background:#fff;border-radius:8px;padding:32px}"
-        "</style></head><body><main><h1>We don't recognise this share link</h1>"
-        "<p>The link may have been cut short or mistyped when it was copied: check that "
-        "you have all of it, or ask the person who sent it to send it again.</p>"
-        "<p>If they signed only a moment ago, their link may not be active yet: try again "
-        "in a minute.</p>"
-        f'<p><a href="{home}">Find the petition on the site</a></p>'
-        "</main></body></html>"
-    )
-    return HTMLResponse(
-        document, status_code=404, headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
-    )
-
-
 def sharing_router(runtime: SharingRuntime) -> APIRouter:
     router = APIRouter()
     settings = runtime.settings
@@ -187,106 +131,102 @@ def sharing_router(runtime: SharingRuntime) -> APIRouter:
         response_class=RedirectResponse,
         summary="Follow a share link",
         description="302 to the petition page with `ref={code}` (and `ref_channel` when the "
-        "link named one with `?c=`). Records the click and emits `ShareLinkClicked`, once "
-        "per visitor per link per day; link-preview robots are redirected but not counted. "
-        "Unknown codes get a 404 page.",
-        responses={404: {"description": "Unknown share code (HTML page)"}},
+        "link named one with `?c=`). Records the click and emits `ShareLinkClicked` once per "
+        "network (IPv4 address, IPv6 /64) per link per day, within an hourly budget of "
+        "counted clicks per network; link-preview robots are redirected but not counted. "
+        "A code sharing has not heard of yet (signing issued it a moment ago) answers 202 "
+        "with a page that retries (`Refresh`, `retry=n`) a bounded number of times, then "
+        "404; with `p={slug}` it redirects to that petition at once. A click made while "
+        "waiting counts once the link is known.",
+        responses={
+            202: {"description": "Link not known yet: an HTML page that retries shortly"},
+            404: {"description": "Unknown share code (HTML page)"},
+        },
     )
     async def follow_share_link(
         code: str,
         request: Request,
         # Not length-checked: a mangled channel still deserves the redirect (as "other").
         c: str | None = Query(None, description="Channel: email, whatsapp, facebook, x, copy..."),
+        p: str | None = Query(
+            None,
+            description="The petition's slug, used only while the code is not known yet "
+            "(a known code always leads to its own petition)",
+        ),
+        retry: int = Query(0, ge=0, le=1000, description="Set by the waiting page"),
     ) -> Response:
         if not valid_share_code(code):
             SHARE_REDIRECTS.labels("unknown").inc()
-            return _unknown_link_page(settings.public_base_url)
+            return pages.unknown_link_page(settings.public_base_url)
         channel = normalize_channel(c)
-        user_agent = request.headers.get("user-agent")
-        automated = is_automated(user_agent)
-        async with runtime.require_pool().acquire() as conn, conn.transaction():
-            link = await repo.find_share_link(conn, code)
-            counted = False
-            if link is not None and not automated:
-                today = datetime.now(UTC).date()
-                ip = request.client.host if request.client else None
-                visitor = visitor_hash(runtime.visitor_salt, today, ip, user_agent)
-                counted = await repo.add_click(conn, link, channel, visitor, today)
-                if counted:
-                    await enqueue(
-                        conn,
-                        repo.SCHEMA,
-                        ShareLinkClicked(
-                            petition_id=link.petition_id, share_code=code, channel=channel
-                        ),
-                    )
-        if link is None:
-            SHARE_REDIRECTS.labels("unknown").inc()
-            return _unknown_link_page(settings.public_base_url)
-        outcome = "robot" if automated else ("counted" if counted else "repeat")
-        SHARE_REDIRECTS.labels(outcome).inc()
-        return RedirectResponse(
-            petition_url(settings.public_base_url, link.slug, code, channel),
-            status_code=302,
-            # Each visit must reach us to be counted; the code must not leak onwards.
-            headers={
-                "Cache-Control": "no-store",
-                "Referrer-Policy": "no-referrer",
-                "X-Robots-Tag": "noindex",
-            },
+        # A mangled hint is ignored rather than refused: the link itself may still work.
+        hinted = p if p is not None and possible_slug(p) else None
+        give_up = hinted is None and retry >= settings.link_wait_attempts
+        now = datetime.now(UTC)
+        peer = request.client.host if request.client else None
+        forwarded = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+        caller = visitor(
+            runtime.visitor_salt,
+            client_address(peer, forwarded, settings.trusted_proxies),
+            now,
         )
+        outcome, link = await clicks.record_click(
+            runtime.require_pool(),
+            share_code=code,
+            channel=channel,
+            automated=is_automated(request.headers.get("user-agent")),
+            visitor=caller,
+            at=now,
+            budget=runtime.budget,
+            keep_if_unknown=not give_up,
+        )
+        SHARE_REDIRECTS.labels(outcome.value).inc()
+        slug = link.slug if link is not None else hinted
+        if slug is not None:
+            return RedirectResponse(
+                petition_url(settings.public_base_url, slug, code, channel),
+                status_code=302,
+                headers=pages.NO_STORE,
+            )
+        if give_up:
+            return pages.unknown_link_page(settings.public_base_url)
+        # The normalised channel: the raw one could hold anything, even what cannot be encoded.
+        query = {"retry": str(retry + 1)}
+        if channel != DIRECT:
+            query = {"c": channel} | query
+        # Relative to /s/{code}, so it holds behind a proxy that mounts us under a prefix.
+        return pages.opening_page(f"{quote(code)}?{urlencode(query)}", wait_delay(retry))
 
     @router.get(
         "/api/petitions/{slug}/shares",
         tags=["stats"],
-        response_model=ShareStats,
+        response_model=views.ShareStats,
         summary="Sharing statistics for one petition",
         description="Clicks, signatures via referrals, per channel and per source, the top "
-        f"{TOP_REFERRERS} referrers (first name only) and the viral coefficient: "
-        + VIRAL_COEFFICIENT_DOC,
+        f"{TOP_REFERRERS} share links by rank and counts (nobody is named: organisers see "
+        "first names at `/api/admin/petitions/{slug}/shares`) and the viral coefficient: "
+        + views.VIRAL_COEFFICIENT_DOC,
         responses={404: {"description": "No petition with this slug is known"}},
     )
-    async def petition_shares(slug: str, response: Response) -> ShareStats:
-        pool = runtime.require_pool()
-        petition = await repo.petition_by_slug(pool, slug)
-        if petition is None:
-            raise HTTPException(status_code=404, detail="unknown petition")
-        petition_id, current_slug = petition
-        tallies = await repo.petition_tallies(pool, petition_id, TOP_REFERRERS)
-        channels = stats.by_channel(tallies.clicks_by_channel, tallies.signatures_by_channel)
-        referred = sum(tallies.signatures_by_channel.values())
+    async def petition_shares(slug: str, response: Response) -> views.ShareStats:
+        current, tallies = await views.petition_or_404(runtime.require_pool(), slug, TOP_REFERRERS)
         response.headers["Cache-Control"] = f"public, max-age={settings.stats_max_age_seconds}"
-        return ShareStats(
-            slug=current_slug,
-            clicks=sum(tallies.clicks_by_channel.values()),
-            signatures_via_referrals=referred,
-            signers=tallies.signers,
-            by_channel={
-                name: ChannelStats(clicks=t.clicks, signatures=t.signatures)
-                for name, t in channels.items()
-            },
-            by_source=tallies.by_source,
-            top_referrers=[
-                TopReferrer(first_name=t.first_name, clicks=t.clicks, signatures=t.signatures)
-                for t in stats.top_referrers(tallies.referrers, TOP_REFERRERS)
-            ],
-            viral_coefficient=stats.viral_coefficient(referred, tallies.signers),
-        )
+        return views.public_stats(current, tallies, TOP_REFERRERS)
 
     @router.get(
         "/api/leaderboard",
         tags=["stats"],
-        response_model=Leaderboard,
+        response_model=views.Leaderboard,
         summary="Petitions with the most signatures via share links",
     )
     async def share_leaderboard(
         response: Response, limit: int = Query(10, ge=1, le=100)
-    ) -> Leaderboard:
+    ) -> views.Leaderboard:
         rows = await repo.leaderboard(runtime.require_pool(), limit)
         response.headers["Cache-Control"] = f"public, max-age={settings.stats_max_age_seconds}"
-        return Leaderboard(
+        return views.Leaderboard(
             petitions=[
-                LeaderboardEntry(
+                views.LeaderboardEntry(
                     slug=r.slug,
                     title=r.title,
                     signatures_via_referrals=r.signatures_via_referrals,
@@ -327,4 +267,5 @@ def create_app(settings: SharingSettings | None = None) -> FastAPI:
         },
     )
     app.include_router(sharing_router(runtime))
+    app.include_router(admin_router(runtime.settings.admin_token, runtime.require_pool))
     return app
