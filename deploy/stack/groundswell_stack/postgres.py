@@ -194,6 +194,19 @@ class LocalPostgres:
         if self.process is not None:
             self.process.stop()
 
+    def shutdown(self, mode: str = "fast") -> None:
+        """Stop the server the way an operator (or a crash, mode "immediate") does, and
+        wait until it is gone, so `start` can run it again on the same data."""
+        subprocess.run(
+            _as_postgres_user(
+                [str(self.bindir / "pg_ctl"), "-D", str(self.data), "stop", "-m", mode, "-w"]
+            ),
+            capture_output=True,
+            check=True,
+            cwd=self.root,
+        )
+        self.stop()
+
 
 def _ephemeral() -> bool:
     # Test clusters are thrown away: durability costs time and buys nothing there.

@@ -26,6 +26,9 @@ TEMPORARY_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,  # class 08: connection exceptions
     asyncpg.InterfaceError,  # connection closed or released under us
+    # What asyncpg raises when the server's "terminating connection" notice arrives
+    # while a query is being sent on a pooled connection (seen on a fast shutdown).
+    asyncpg.InternalClientError,
     asyncpg.TooManyConnectionsError,  # 53300
     asyncpg.AdminShutdownError,  # 57P01
     asyncpg.CrashShutdownError,  # 57P02

@@ -10,6 +10,10 @@ gaps (see docs/operations.md) are handled in this module only:
 - ListOffsets(latest) undercounts and whole-group OffsetFetch is malformed:
   nothing here relies on either;
 - Fetch is held for about half the max wait even when records are waiting: a short wait.
+- a client naming a missing topic makes the broker create it with the broker's default
+  partition count (on a restarted, empty local broker: 4, not ours): auto-creation is
+  switched off in every client (`_refuse_topic_auto_creation`), and start-up checks each
+  topic's partition count.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, for_code
+from aiokafka.protocol.metadata import MetadataRequest
 from groundswell_contracts.topics import COMPACTED_TOPICS, all_topics
 
 log = structlog.get_logger()
@@ -34,6 +39,34 @@ FETCH_MAX_WAIT_MS = 100
 
 class TopicCreationError(RuntimeError):
     pass
+
+
+def _refuse_topic_auto_creation() -> None:
+    """A fence on aiokafka internals, applied once when this module is imported.
+
+    aiokafka builds every Metadata request (producers, consumers, faust's, the admin
+    client's) with `allow_auto_topic_creation` defaulting to True, and offers no setting
+    for it. A client that names a topic the broker lost would then re-create it with the
+    broker's default layout. Topics here are made only by `ensure_topics`, so the default
+    becomes False. Harmless on Apache Kafka, where we create every topic up front anyway.
+    Checked against aiokafka 0.14 (`aiokafka/protocol/metadata.py`); re-check on upgrade.
+    """
+    original = MetadataRequest.__init__
+    if getattr(original, "groundswell_fenced", False):
+        return
+
+    def init(
+        self: MetadataRequest,
+        topics: list[str] | None = None,
+        allow_auto_topic_creation: bool | None = None,
+    ) -> None:
+        original(self, topics, bool(allow_auto_topic_creation))
+
+    init.groundswell_fenced = True  # type: ignore[attr-defined]
+    MetadataRequest.__init__ = init
+
+
+_refuse_topic_auto_creation()
 
 
 async def ensure_topics(
@@ -64,6 +97,19 @@ async def ensure_topics(
                 failures.append(f"{topic}: {for_code(code).__name__}")
         if failures:
             raise TopicCreationError("could not create topics: " + ", ".join(failures))
+        # "Already exists" is only fine with our layout: a topic some client made on its
+        # own has the broker's default partition count, and keyed order would break.
+        wrong = [
+            f"{t['topic']} has {len(t['partitions'])}"
+            for t in await admin.describe_topics(names)
+            if len(t["partitions"]) != partitions
+        ]
+        if wrong:
+            log.error("topic_layout_wrong", expected=partitions, topics=wrong)
+            raise TopicCreationError(
+                f"topics with the wrong partition count (expected {partitions}): "
+                + ", ".join(wrong)
+            )
         log.info("topics_ready", count=len(names), partitions=partitions)
     finally:
         await admin.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -43,6 +44,20 @@ OUTBOX_PENDING = Gauge(
 OUTBOX_FAILURES = Counter(
     "groundswell_outbox_publish_failures_total", "Failed publish attempts", ["schema"]
 )
+OUTBOX_OLDEST_AGE = Gauge(
+    "groundswell_outbox_oldest_age_seconds",
+    "Age of the oldest row in the last batch the relay published (0 when idle)",
+    ["schema"],
+)
+OUTBOX_LAST_PROGRESS = Gauge(
+    "groundswell_outbox_last_progress_timestamp_seconds",
+    "When the relay last finished a pass (published, or found nothing to publish)",
+    ["schema"],
+)
+
+# A relay that has not finished a pass for this long is stuck (its pass runs every
+# second when idle): readiness says so.
+STALL_SECONDS = 15.0
 
 OUTBOX_DDL = """
 CREATE TABLE outbox (
@@ -137,6 +152,15 @@ class OutboxRelay:
         # state (the memory-only local one) needs its topics again.
         self._prepare_broker = prepare_broker
         self._broker_prepared = False
+        self._last_progress = time.monotonic()
+
+    def stalled(self) -> bool:
+        """True when no pass has finished for a while: broker or database away, or stuck."""
+        return time.monotonic() - self._last_progress > STALL_SECONDS
+
+    def _progressed(self) -> None:
+        self._last_progress = time.monotonic()
+        OUTBOX_LAST_PROGRESS.labels(self._schema).set_to_current_time()
 
     async def _ensure_producer(self) -> None:
         if self._producer_started:
@@ -170,15 +194,20 @@ class OutboxRelay:
         await self._ensure_producer()
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._lock_key):
+                self._progressed()  # another relay (another worker process) is publishing
                 return 0
             rows = await conn.fetch(
-                f"SELECT id, topic, message_key, payload, correlation_id, event_type "
+                f"SELECT id, topic, message_key, payload, correlation_id, event_type, "
+                "extract(epoch from now() - created_at) AS age "
                 f'FROM "{self._schema}".outbox WHERE published_at IS NULL '
                 "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self._batch_size,
             )
             if not rows:
+                self._progressed()
+                OUTBOX_OLDEST_AGE.labels(self._schema).set(0)
                 return 0
+            OUTBOX_OLDEST_AGE.labels(self._schema).set(float(rows[0]["age"]))
             deliveries = []
             for row in rows:
                 headers = [(EVENT_TYPE, row["event_type"].encode())]
@@ -200,6 +229,7 @@ class OutboxRelay:
                 [r["id"] for r in rows],
             )
         OUTBOX_PUBLISHED.labels(self._schema).inc(len(rows))
+        self._progressed()
         return len(rows)
 
     async def pending(self) -> int:

@@ -53,7 +53,9 @@ async def limited(topics: None, signing_settings: SettingsFactory) -> AsyncItera
 
 
 @pytest.fixture
-async def defaults(topics: None, signing_settings: SettingsFactory) -> AsyncIterator[SigningHarness]:
+async def defaults(
+    topics: None, signing_settings: SettingsFactory
+) -> AsyncIterator[SigningHarness]:
     # The shipped rate-limit policy, not the suite's relaxed one.
     settings = signing_settings(
         rate_burst_count=3, rate_sustained_count=5, rate_global_count=20, trusted_proxies=PROXY
@@ -134,8 +136,7 @@ async def test_item6_forwarded_for_uses_the_right_most_untrusted_hop(
     slug = petition["slug"]
     # The client writes any address it likes on the left; the proxy appends the real one.
     statuses = [
-        (await sign_from(limited, slug, f"10.9.9.{i}, 198.51.100.60")).status_code
-        for i in range(4)
+        (await sign_from(limited, slug, f"10.9.9.{i}, 198.51.100.60")).status_code for i in range(4)
     ]
     assert statuses == [202, 202, 429, 429]
     stored = await limited.pool.fetch("SELECT DISTINCT host(ip) AS ip FROM signing.signatures")

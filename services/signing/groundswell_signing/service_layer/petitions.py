@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import datetime
@@ -26,22 +27,32 @@ class PetitionCache:
     A stale entry is harmless: it only decides the quick 404/409 answers, and the batch
     that records a signature checks the petition's committed state again (see
     group_commit). Unknown slugs are not cached, so a new petition is signable at once.
+    One lookup per slug at a time: when an entry expires under load, the requests that
+    arrive meanwhile wait for that lookup instead of each asking the database.
     """
 
     def __init__(self, pool: asyncpg.Pool, ttl: float = 1.0) -> None:
         self._pool = pool
         self._ttl = ttl
         self._entries: dict[str, tuple[float, Petition]] = {}
+        self._lookups: dict[str, asyncio.Future[Petition]] = {}
 
     async def get(self, slug: str) -> Petition:
         entry = self._entries.get(slug)
-        now = time.monotonic()
-        if entry is not None and now - entry[0] < self._ttl:
+        if entry is not None and time.monotonic() - entry[0] < self._ttl:
             return entry[1]
+        lookup = self._lookups.get(slug)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._load(slug))
+            self._lookups[slug] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(slug, None))
+        return await asyncio.shield(lookup)
+
+    async def _load(self, slug: str) -> Petition:
         petition = await get_petition(self._pool, slug)
         if len(self._entries) > 10_000:  # bounded: slugs come from the internet
             self._entries.clear()
-        self._entries[slug] = (now, petition)
+        self._entries[slug] = (time.monotonic(), petition)
         return petition
 
     def forget(self, slug: str) -> None:

@@ -110,7 +110,13 @@ def create_app(settings: SigningSettings) -> FastAPI:
     async def broker_ready() -> bool:
         return await broker_reachable(settings.kafka_bootstrap_servers)
 
-    install_ops(app, {"database": database_ready, "broker": broker_ready})
+    async def relay_moving() -> bool:
+        relay: OutboxRelay = app.state.relay
+        return not relay.stalled()
+
+    install_ops(
+        app, {"database": database_ready, "broker": broker_ready, "outbox_relay": relay_moving}
+    )
     install_request_id_middleware(app)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
