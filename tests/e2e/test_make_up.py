@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 from groundswell_stack.processes import free_port
 
 from .conftest import eventually
@@ -22,6 +23,32 @@ def our_processes(run_dir: Path, ports: list[int]) -> list[str]:
     listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
     marks = [str(run_dir), *(f"127.0.0.1:{p}" for p in ports), *(f"--port {p}" for p in ports)]
     return [line for line in listing.stdout.splitlines() if any(m in line for m in marks)]
+
+
+def processes_with_env(name: str, value: str) -> list[psutil.Process]:
+    """Our service processes (group leaders), found by a variable only our stack set."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(name) == value and os.getpgid(process.pid) == process.pid:
+                found.append(process)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return found
+
+
+def sign(signing: str, email: str) -> httpx.Response:
+    return httpx.post(
+        f"{signing}/api/petitions/local-contact-tracing/signatures",
+        json={"name": "Make Up", "email": email, "postcode": "OX1 2JD", "contact_consent": True},
+    )
+
+
+def counted(count_url: str) -> int | None:
+    try:
+        return int(httpx.get(count_url, timeout=2).json().get("signatures"))
+    except (httpx.HTTPError, ValueError, TypeError):
+        return None
 
 
 def test_up_serves_the_demo_and_ctrl_c_stops_everything() -> None:
@@ -76,6 +103,29 @@ def test_up_serves_the_demo_and_ctrl_c_stops_everything() -> None:
         count_url = f"{counter}/api/petitions/local-contact-tracing/count"
         eventually(lambda: httpx.get(count_url).json().get("signatures") == 1)
         eventually(lambda: list((run_dir / "mail").glob("*.eml")))
+
+        # Issue 9: a service that dies is started again; the rest keeps running.
+        [counter_process] = [
+            p
+            for p in processes_with_env("COUNTER_PORT", str(ports["COUNTER_PORT"]))
+            if "groundswell-counter" in " ".join(p.cmdline())
+        ]
+        os.killpg(counter_process.pid, signal.SIGKILL)
+        assert sign(signing, "second@example.org").status_code == 202
+        eventually(lambda: counted(count_url) == 2, timeout=120)
+        assert "counter stopped" in (tmp_path / "up.out").read_text()
+
+        # The memory-only broker lost: it comes back empty, topics are made again with
+        # our layout, PostgreSQL is replayed, and the count is exact, with no human.
+        [broker] = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if f"tcp://127.0.0.1:{ports['LOCAL_KAFKA_PORT']}" in " ".join(p.info["cmdline"] or [])
+        ]
+        broker.kill()
+        eventually(lambda: "Replay done" in (tmp_path / "up.out").read_text(), timeout=180)
+        assert sign(signing, "third@example.org").status_code == 202
+        eventually(lambda: counted(count_url) == 3, timeout=120)
     finally:
         stack.send_signal(signal.SIGINT)
         code = stack.wait(timeout=90)

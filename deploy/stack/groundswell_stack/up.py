@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import secrets
 import signal
-import subprocess
 import time
 from pathlib import Path
 from types import FrameType
 
 from groundswell_stack.demo import DEMO_SLUG, seed_demo
 from groundswell_stack.infra import Infra, start_infra
-from groundswell_stack.processes import ManagedProcess, port_open
+from groundswell_stack.processes import port_open
 from groundswell_stack.services import (
     ServiceSpec,
     clean_env,
-    executable,
     service_env,
     service_specs,
     start_service,
     wait_until_ready,
 )
+from groundswell_stack.supervision import StackSupervisor, Supervised, replay
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_SMTP_PORT = 1025
@@ -33,6 +32,10 @@ class Stop(Exception):
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Stop(signal.Signals(signum).name)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _check_ports_free(ports: dict[str, int]) -> None:
@@ -62,7 +65,7 @@ def up(run_dir: Path) -> None:
     run_dir.chmod(0o755)  # the database runs as the postgres user when we are root
     admin_token = env.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
     infra: Infra | None = None
-    services: list[ManagedProcess] = []
+    services: list[Supervised] = []
     try:
         print("Starting PostgreSQL, Kafka (Tansu) and the SMTP sink...", flush=True)
         infra = start_infra(
@@ -76,27 +79,19 @@ def up(run_dir: Path) -> None:
         shared = service_env(env | infra.env() | {"ADMIN_TOKEN": admin_token}, specs)
         log_dir = run_dir / "logs"
         for spec in specs:
-            services.append(start_service(spec, shared, log_dir))
-        for spec, process in zip(specs, services, strict=True):
-            wait_until_ready(spec, process, timeout=120)
-            print(f"  {spec.name} ready on {spec.url}", flush=True)
+            services.append(Supervised(spec, start_service(spec, shared, log_dir)))
+        for s in services:
+            wait_until_ready(s.spec, s.process, timeout=120)
+            print(f"  {s.spec.name} ready on {s.spec.url}", flush=True)
         if infra.broker is not None:
             # A fresh memory-only broker: republish what PostgreSQL knows so every
             # downstream view (counts, share stats) comes back exact.
-            subprocess.run(
-                [executable("groundswell-signing"), "replay"],
-                env=shared,
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+            replay(shared)
         demo_url = seed_demo(specs[0].url, admin_token)
         _print_summary(specs, demo_url, admin_token, infra, log_dir)
+        supervisor = StackSupervisor(services, infra, shared, log_dir, say=_say)
         while True:
-            for spec, process in zip(specs, services, strict=True):
-                if not process.running():
-                    raise SystemExit(
-                        f"{spec.name} stopped unexpectedly; see {log_dir}/{spec.name}.log"
-                    )
+            supervisor.tick()
             time.sleep(0.5)
     except Stop as stop:
         print(f"\nStopping ({stop})...", flush=True)
@@ -104,8 +99,8 @@ def up(run_dir: Path) -> None:
         signal.signal(
             signal.SIGINT, signal.SIG_IGN
         )  # a second Ctrl-C must not cut the cleanup short
-        for process in reversed(services):
-            process.stop()
+        for s in reversed(services):
+            s.process.stop()
         if infra is not None:
             infra.close()
         print("Everything Groundswell started has stopped.", flush=True)
