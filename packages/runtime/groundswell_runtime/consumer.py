@@ -81,11 +81,19 @@ class EventConsumer:
     async def run(self) -> None:
         while True:
             batches = await self._consumer.getmany(timeout_ms=1000)
-            for records in batches.values():
-                for record in records:
-                    await self._handle(record)
+            # Partitions in parallel, each in order: keyed order (one petition's events)
+            # lives within a partition, and the database waits of one partition no longer
+            # hold up the others. Offsets are committed only when every partition's records
+            # are handled.
+            async with asyncio.TaskGroup() as group:
+                for records in batches.values():
+                    group.create_task(self._handle_in_order(records))
             if batches:
                 await self._consumer.commit()
+
+    async def _handle_in_order(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            await self._handle(record)
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         bind_correlation_id(correlation_from_headers(list(record.headers)))
