@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PACKAGES := packages/contracts packages/runtime services/signing services/counter \
-            services/mailer services/sharing deploy/stack
+            services/mailer services/sharing deploy/stack packages/ops
 PROJECT_FILES := requirements/constraints.txt requirements/dev.txt \
                  $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 
@@ -40,7 +40,7 @@ lint: install
 	$(BIN)/mypy packages/contracts/groundswell_contracts packages/runtime/groundswell_runtime \
 		services/signing/groundswell_signing services/counter/groundswell_counter \
 		services/mailer/groundswell_mailer services/sharing/groundswell_sharing \
-		deploy/stack/groundswell_stack
+		deploy/stack/groundswell_stack packages/ops/groundswell_ops
 
 clean:
 	rm -rf $(VENV) .run

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+import httpx
+
 from groundswell_stack.reconcile import prometheus_text, reconcile
 from groundswell_stack.up import up
 
@@ -39,7 +41,16 @@ def main(argv: list[str] | None = None) -> None:
         token = os.environ.get("ADMIN_TOKEN")
         if not token:
             sys.exit("Set ADMIN_TOKEN (printed by `make up`).")
-        checked, drifts = reconcile(args.signing_url, args.counter_url, token)
+        try:
+            checked, drifts = reconcile(args.signing_url, args.counter_url, token)
+        except httpx.TransportError as exc:
+            # Exit 3 = cannot connect, as groundswell-ops: cron and scripts tell it from drift.
+            print(
+                f"groundswell-stack reconcile: cannot reach the services "
+                f"({args.signing_url}, {args.counter_url}): {type(exc).__name__}",
+                file=sys.stderr,
+            )
+            sys.exit(3)
         for drift in drifts:
             print(
                 f"DRIFT {drift.slug} {drift.figure}: "

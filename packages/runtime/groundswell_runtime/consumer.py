@@ -122,7 +122,9 @@ class EventConsumer:
                 await self._dead_letter(record, str(exc))
                 return
             except Exception as exc:
-                log.exception("handler_failed", attempt=attempt)
+                # The exception's type only: its text and traceback can hold event values
+                # (an email, a name), which never go into a log line.
+                log.warning("handler_failed", attempt=attempt, error=type(exc).__name__)
                 if attempt >= self._max_attempts:
                     await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
                     return
@@ -135,7 +137,14 @@ class EventConsumer:
             dead_letter_topic(self.name), value=record.value, key=record.key, headers=headers
         )
         DEAD_LETTERS.labels(self.name).inc()
-        log.error("event_dead_lettered", topic=record.topic, offset=record.offset, error=error)
+        # The full error travels in the dead letter's header (read with `groundswell-ops dlq
+        # show`, which masks personal data); the log line names only its kind.
+        log.error(
+            "event_dead_lettered",
+            topic=record.topic,
+            offset=record.offset,
+            error=error.split(":", 1)[0][:80],
+        )
 
 
 def _is_unknown_type(raw: bytes | None) -> bool:
