@@ -1,0 +1,81 @@
+"""The surge benchmark keeps working: a few-second run with tiny rates, its figures sane.
+
+No speed is asserted (speed is measured in bench/, never by tests): only that the command
+ran the whole stack, produced its table, JSON and plot, and that what it reports holds
+together (signatures accepted and every one of them counted, every email in the sink).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_surge_bench_runs_end_to_end_and_reports_sane_figures(tmp_path: Path) -> None:
+    results, plot = tmp_path / "surge.json", tmp_path / "surge.png"
+    # Its own database, broker and sink, as for a developer without these variables set.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "SMTP_HOST", "SMTP_PORT")
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "surge.py"),
+            "--steps",
+            "15,30",
+            "--seconds",
+            "3",
+            "--keep-going",
+            "--part-seconds",
+            "1",
+            "--seed-signatures",
+            "8",
+            "--json",
+            str(results),
+            "--plot",
+            str(plot),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| offered/s |" in done.stdout  # the Markdown table was printed
+
+    body = json.loads(results.read_text())
+    assert [s["rate"] for s in body["steps"]] == [15, 30]
+    for step in body["steps"]:
+        assert step["accepted"] > 0
+        assert step["accepted"] + step["shed"] + sum(step["errors"].values()) == step["requests"]
+        assert step["http_ms"]["p50"] is not None
+        assert step["freshness_ms"]["p50"] is not None
+        assert step["emails"]["all_in_sink_after_s"] is not None
+        assert set(step["targets"]) == {
+            "http_p99_under_50ms",
+            "no_errors_but_shedding",
+            "freshness_p99_under_1s",
+            "emails_in_sink_within_3min",
+        }
+        for process in ("signing", "counter", "mailer", "sharing", "postgres", "broker"):
+            assert step["cpu_ms_per_signature"][process] > 0, process
+            assert step["peak_rss_mb"][process] > 0, process
+        assert step["cpu_ms_per_signature"]["load generator"] > 0
+    checks = body["checks"]
+    assert checks["every_accepted_signature_counted"], checks
+    assert checks["nothing_counted_that_was_not_sent"], checks
+    assert checks["emails_in_sink"] >= checks["emails_expected"] > 0
+    assert body["sink"].startswith("smtp-sink") or "FALLBACK" in body["sink"]
+    for name in ("bare endpoint", "asyncpg inserts", "aiokafka produce", "raw SMTP"):
+        assert body["parts"][name].get("per_s", 0) > 0, body["parts"][name]
+    assert body["machine"]["cores"] >= 1
+    assert plot.read_bytes().startswith(b"\x89PNG")
