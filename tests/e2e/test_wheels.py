@@ -8,6 +8,7 @@ installed wheels alone (PYTHONPATH puts them before the editable checkout).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -39,6 +40,15 @@ def data_files(package_dir: Path, module: str) -> set[str]:
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheels")
+    # Built from clean copies: setuptools keeps a build/ folder in the source tree, and a
+    # stale one could put files in a wheel that the source no longer has.
+    sources = tmp_path_factory.mktemp("sources")
+    for package in PACKAGES:
+        shutil.copytree(
+            ROOT / package,
+            sources / package,
+            ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+        )
     subprocess.run(
         [
             sys.executable,
@@ -49,7 +59,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "-q",
             "-w",
             str(out),
-            *(str(ROOT / p) for p in PACKAGES),
+            *(str(sources / p) for p in PACKAGES),
         ],
         check=True,
     )

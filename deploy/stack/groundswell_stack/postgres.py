@@ -122,6 +122,13 @@ class LocalPostgres:
                     "max_connections=200",
                     "-c",
                     "fsync=off" if _ephemeral() else "fsync=on",
+                    # Extra server settings, e.g. for diagnosis:
+                    # GROUNDSWELL_POSTGRES_OPTIONS="shared_preload_libraries=pg_stat_statements"
+                    *(
+                        arg
+                        for setting in os.environ.get("GROUNDSWELL_POSTGRES_OPTIONS", "").split()
+                        for arg in ("-c", setting)
+                    ),
                 ]
             ),
             log_path=self.root / "postgres.log",

@@ -58,8 +58,22 @@ def migrations_from_package(package: str, folder: str = "migrations") -> list[Mi
     ]
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Release without resetting the session.
+
+    asyncpg's default reset sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL` on every release: measured under load, that was the most frequent statement
+    on the server, a round trip per pooled use. Nothing here leaves session state on a
+    pooled connection: no SET (only SET LOCAL), advisory locks are transaction-scoped,
+    cursors live inside transactions, and the LISTEN connections remove their listeners
+    before release. asyncpg still rolls back an open transaction and drops listeners.
+    """
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, reset=_keep_session
+    )
     assert pool is not None
     return pool
 
