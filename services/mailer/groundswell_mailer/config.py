@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from groundswell_contracts.topics import Consumer
 from groundswell_runtime.settings import ServiceSettings
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -39,9 +39,16 @@ class MailerSettings(ServiceSettings):
     max_attempts: int = Field(6, ge=1)
     retry_base_seconds: float = Field(30.0, gt=0)
     retry_max_seconds: float = Field(3600.0, gt=0)
+    # Senders, each with one persistent SMTP connection, pulling from a local queue.
     send_concurrency: int = Field(8, ge=1)
-    # A claimed email whose sender died is claimed again after this long.
-    send_lease_seconds: float = Field(300.0, gt=0)
+    # Emails claimed per statement; at most twice this many are held at once.
+    claim_batch: int = Field(100, ge=1)
+    # A claim's lease: renewed every `lease_renew_seconds` by the live process, so a
+    # claim whose sender died is taken over this long after its last renewal.
+    send_lease_seconds: float = Field(10.0, gt=0)
+    lease_renew_seconds: float = Field(2.0, gt=0)
+    # Open a fresh connection after this many messages (0: never); some relays cap it.
+    smtp_messages_per_connection: int = Field(100, ge=0)
     poll_interval_seconds: float = Field(1.0, gt=0)
     # A thank-you held for a signature never confirmed is forgotten (address included).
     unconfirmed_retention_days: int = Field(30, ge=1)
@@ -49,3 +56,11 @@ class MailerSettings(ServiceSettings):
     # Overridable so a test or a replay can read the topic under a group of its own;
     # dead letters always go to `mailer.dlq`.
     consumer_group: str = Consumer.MAILER.value
+
+    @model_validator(mode="after")
+    def _renewal_within_lease(self) -> MailerSettings:
+        # Senders stop starting conversations half a lease after the last renewal
+        # (domain.delivery.Lease): renewals must come well before that.
+        if self.lease_renew_seconds * 2 >= self.send_lease_seconds:
+            raise ValueError("lease_renew_seconds must be under half of send_lease_seconds")
+        return self

@@ -4,9 +4,12 @@ session's PostgreSQL, broker and SMTP sink, and helpers to publish and observe."
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -18,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiosmtpd.controller import Controller
 from groundswell_contracts.events import (
     AnyEvent,
     Event,
@@ -26,10 +30,14 @@ from groundswell_contracts.events import (
     parse_event,
     topic_for,
 )
+from groundswell_mailer.adapters import repository as repo
 from groundswell_mailer.config import MailerSettings
+from groundswell_mailer.entrypoints.dispatcher import Dispatcher
 from groundswell_mailer.entrypoints.http import create_app
+from groundswell_runtime.db import migrate
 from groundswell_runtime.kafka import make_consumer, make_producer
 from groundswell_stack.infra import Infra
+from groundswell_stack.processes import free_port
 
 from ...conftest import scratch_database
 
@@ -220,3 +228,174 @@ async def mailer(infra: Infra, topics: None) -> AsyncIterator[RunningMailer]:
         pytest.skip("needs the local SMTP sink (SMTP_HOST points elsewhere)")
     async with running_mailer(infra, infra.smtp_host, infra.smtp_port) as running:
         yield running
+
+
+# --- the send queue on its own: a migrated database, queued emails, a dispatcher ---
+
+
+@dataclass
+class QueueDb:
+    """A scratch mailer database with its schema, and a pool of the test's own."""
+
+    url: str
+    db: asyncpg.Pool
+
+    async def add_emails(self, count: int, prefix: str) -> list[str]:
+        """Queue `count` thank-yous to `<prefix>-<i>@example.test`; returns the addresses."""
+        addresses = [f"{prefix}-{i}@example.test" for i in range(count)]
+        signatures = [uuid.uuid4() for _ in addresses]
+        petition = uuid.uuid4()
+        contents = [
+            json.dumps(
+                {
+                    "first_name": "Zoë",
+                    "petition_title": "Save the <Park> & pond",
+                    "petition_slug": "save-the-park",
+                    "share_code": f"sc-{prefix}-{i}",
+                    "withdraw_token": f"wd-{prefix}-{i}",
+                }
+            )
+            for i in range(count)
+        ]
+        async with self.db.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO mailer.recipients (address_key, unsubscribe_token, "
+                "last_signature_id, last_petition_id) "
+                "SELECT k, 'tok' || md5(k), s, $3 FROM unnest($1::text[], $2::uuid[]) AS t(k, s)",
+                addresses,
+                signatures,
+                petition,
+            )
+            await conn.execute(
+                "INSERT INTO mailer.emails (signature_id, kind, petition_id, address_key, "
+                "recipient, content, message_id, status) "
+                "SELECT s, 'thank_you', $4, k, k, c::jsonb, '<' || md5(k) || '@groundswell.test>', "
+                "'queued' FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(s, k, c)",
+                signatures,
+                addresses,
+                contents,
+                petition,
+            )
+            await conn.execute("NOTIFY mailer_emails")
+        return addresses
+
+    async def statuses(self) -> dict[str, int]:
+        rows = await self.db.fetch("SELECT status, count(*) AS n FROM mailer.emails GROUP BY 1")
+        return {row["status"]: row["n"] for row in rows}
+
+    async def all_sent(self, count: int) -> bool:
+        try:
+            return (await self.statuses()).get("sent", 0) == count
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            return False  # the test cut the database's connections; ask again
+
+
+def queue_settings(database_url: str, smtp_port: int, **overrides: Any) -> MailerSettings:
+    fields: dict[str, Any] = {
+        "DATABASE_URL": database_url,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": smtp_port,
+        "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+        "SHARE_BASE_URL": SHARE_BASE_URL,
+        "MAILER_FROM": "Groundswell <no-reply@groundswell.test>",
+        "public_url": MAILER_PUBLIC_URL,
+        "poll_interval_seconds": 0.2,
+        "smtp_timeout_seconds": 5,
+        "send_lease_seconds": 2.0,
+        "lease_renew_seconds": 0.5,
+    }
+    fields.update(overrides)
+    return MailerSettings(**fields)
+
+
+@pytest.fixture
+async def queue_db(infra: Infra) -> AsyncIterator[QueueDb]:
+    async with scratch_database(infra, "mailq") as database_url:
+        await migrate(database_url, repo.SCHEMA, repo.migrations())
+        db = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        try:
+            yield QueueDb(database_url, db)
+        finally:
+            db.terminate()
+
+
+@asynccontextmanager
+async def running_dispatcher(
+    database_url: str, settings: MailerSettings, claimant: str | None = None
+) -> AsyncIterator[tuple[Dispatcher, asyncio.Task[None]]]:
+    """A dispatcher on a pool of its own; its task may be cancelled inside to crash it."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
+    dispatcher = Dispatcher(pool, settings, claimant=claimant)
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        yield dispatcher, task
+    finally:
+        dispatcher.request_stop()
+        await asyncio.wait({task}, timeout=10)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        pool.terminate()
+
+
+class CountingSmtp:
+    """A real SMTP server (aiosmtpd) that counts sessions and deliveries per address,
+    optionally taking `delay` seconds over each DATA (a slow relay)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.sessions = 0
+        self.delivered: collections.Counter[str] = collections.Counter()
+        self.port = free_port()
+        self._controller: Controller | None = None
+
+    def start(self) -> None:
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()  # closes every open connection too
+            self._controller = None
+
+    def restart(self) -> None:
+        """As a relay restarting: every connection is dropped, then it listens again."""
+        self.stop()
+        self.start()
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.sessions += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        for address in envelope.rcpt_tos:
+            self.delivered[address] += 1
+        return "250 Message accepted"
+
+
+@pytest.fixture
+def counting_smtp() -> Iterator[tuple[CountingSmtp, int]]:
+    server = CountingSmtp()
+    server.start()
+    try:
+        yield server, server.port
+    finally:
+        server.stop()
+
+
+class QueueKit:
+    """Helpers for the send-queue tests (conftest cannot be imported under importlib)."""
+
+    eventually = staticmethod(eventually)
+    settings = staticmethod(queue_settings)
+    running_dispatcher = staticmethod(running_dispatcher)
+
+
+@pytest.fixture
+def qkit() -> QueueKit:
+    return QueueKit()

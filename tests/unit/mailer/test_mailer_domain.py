@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import uuid
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
 import aiosmtplib
+import asyncpg
 import pytest
-from groundswell_mailer.adapters.smtp import build_message, classify, sender_domain
+from groundswell_contracts.events import SignatureConfirmed
+from groundswell_mailer.adapters.smtp import classify, sender_domain
+from groundswell_mailer.config import MailerSettings
 from groundswell_mailer.domain.delivery import (
+    Deferred,
+    Failed,
     GiveUp,
+    Lease,
     RetryLater,
     SmtpFailure,
     SmtpStage,
     after_failure,
+    backoff,
     is_permanent,
+    outcome_of_failure,
     redact_addresses,
     retry_delay,
     should_suppress,
+    storable,
 )
 from groundswell_mailer.domain.messages import EmailContent, Links, compose, share_options
+from groundswell_mailer.domain.mime import MessageWriter, encode_text_header, utf8_mailbox
 from groundswell_mailer.domain.recipients import canonical_address, first_name
+from groundswell_mailer.entrypoints.handlers import DatabaseUnavailable, SignatureHandler
+from groundswell_runtime.consumer import TRANSIENT_ERRORS
 
 LINKS = Links("https://sign.example/", "https://share.example", "https://mail.example")
 CONTENT = EmailContent(
@@ -191,36 +207,152 @@ def test_content_round_trips_through_json() -> None:
     assert EmailContent.from_json(CONTENT.to_json()) == CONTENT
 
 
-def test_built_message_is_multipart_with_its_headers() -> None:
+WRITER = MessageWriter("Groundswell <hi@gs.example>")
+
+
+def parsed(raw: bytes) -> EmailMessage:
+    message = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def body(message: EmailMessage, subtype: str) -> str:
+    part = message.get_body((subtype,))
+    assert part is not None
+    # The bytes travel with CRLF line ends; the stdlib keeps them in decoded parts.
+    return str(part.get_content()).replace("\r\n", "\n")
+
+
+def test_written_message_parses_as_multipart_alternative_with_its_headers() -> None:
     composed = compose("thank_you", CONTENT, LINKS, "tok_123")
-    message = build_message(
-        composed,
-        mail_from="Groundswell <hi@gs.example>",
-        recipient="ann@example.com",
-        message_id="<1@gs.example>",
-    )
+    raw = WRITER.write(composed, recipient="ann@example.com", message_id="<1@gs.example>")
+    message = parsed(raw)
+    assert message.defects == []
     assert message.get_content_type() == "multipart/alternative"
-    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    parts = list(message.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert all(p.get_content_charset() == "utf-8" and p.defects == [] for p in parts)
+    assert body(message, "plain") == composed.text
+    assert body(message, "html") == composed.html
+    assert message["From"] == "Groundswell <hi@gs.example>"
+    assert message["To"] == "ann@example.com"
+    assert message["Subject"] == composed.subject  # non-ASCII, so RFC 2047 encoded
+    assert b"\xe2\x80\x9c" not in raw.split(b"\r\n\r\n")[0]  # headers are pure ASCII
     assert message["Message-ID"] == "<1@gs.example>"
+    assert message["MIME-Version"] == "1.0"
+    assert message["Date"].datetime is not None
+    assert message["List-Unsubscribe"] == "<https://mail.example/unsubscribe/tok_123>"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF line ends only
     assert sender_domain("Groundswell <hi@gs.example>") == "gs.example"
+    assert WRITER.envelope_from == "hi@gs.example"
+
+
+def test_a_confirmation_has_no_list_headers_and_a_long_subject_is_folded() -> None:
+    title = "Ünïcode " * 30 + "<b>&"
+    content = EmailContent("Zoë", title, "s", "c", confirmation_token="ct")
+    composed = compose("confirmation", content, LINKS, None)
+    raw = WRITER.write(composed, recipient="ann@example.com", message_id="<2@gs.example>")
+    message = parsed(raw)
+    assert message["List-Unsubscribe"] is None
+    assert message["Subject"] == composed.subject
+    assert max(len(line) for line in raw.split(b"\r\n\r\n")[0].split(b"\r\n")) <= 78
+    assert "&lt;b&gt;&amp;" in body(message, "html")
 
 
 def test_an_address_cannot_smuggle_headers() -> None:
     composed = compose("confirmation", CONTENT, LINKS, None)
     with pytest.raises(ValueError):
-        build_message(
+        WRITER.write(
             composed,
-            mail_from="a@b.c",
             recipient="ann@example.com\r\nBcc: x@evil.test",
             message_id="<1@b.c>",
         )
 
 
-@pytest.mark.parametrize("address", ["noatsign", "a@b@c", "", "a b@c.d"])
-def test_unusable_addresses_raise_what_the_sender_treats_as_unsendable(address: str) -> None:
-    from email.errors import MessageError
+def test_a_subject_cannot_smuggle_headers() -> None:
+    assert "\n" not in encode_text_header("Hi\r\nBcc: x@evil.test")
+    hostile = EmailContent("A", "T\r\nBcc: x@evil.test", "t", "c", confirmation_token="x")
+    raw = WRITER.write(
+        compose("confirmation", hostile, LINKS, None), recipient="a@b.c", message_id="<1@b.c>"
+    )
+    assert parsed(raw)["Bcc"] is None
 
+
+@pytest.mark.parametrize("address", ["noatsign", "a@b@c", "", "a b@c.d", "<a@b.c>", "a@b.c,d@e.f"])
+def test_unusable_addresses_raise_what_the_sender_treats_as_unsendable(address: str) -> None:
     composed = compose("confirmation", CONTENT, LINKS, None)
-    with pytest.raises((ValueError, IndexError, MessageError)):
-        build_message(composed, mail_from="a@b.c", recipient=address, message_id="<1@b.c>")
+    with pytest.raises(ValueError):
+        WRITER.write(composed, recipient=address, message_id="<1@b.c>")
+
+
+def test_an_international_address_is_written_as_utf8() -> None:
+    composed = compose("confirmation", CONTENT, LINKS, None)
+    raw = WRITER.write(composed, recipient="zoë@example.com", message_id="<1@b.c>")
+    assert utf8_mailbox("zoë@example.com") and not utf8_mailbox("zoe@example.com")
+    assert "zoë@example.com".encode() in raw
+
+
+# --- claims: the lease and the outcomes ----------------------------------------
+
+
+def test_a_sender_stops_starting_conversations_well_before_its_lease_can_lapse() -> None:
+    lease = Lease(10.0)
+    assert not lease.may_start(0.0)  # never renewed
+    lease.renewed(100.0)
+    assert lease.may_start(104.9)
+    assert not lease.may_start(105.0)  # half the lease: long before anyone may take over
+    lease.renewed(90.0)  # a late answer to an older renewal does not move it back
+    assert lease.may_start(104.9)
+    with pytest.raises(ValueError):
+        Lease(10.0, margin=1.0)
+
+
+def test_failures_become_outcomes_by_the_same_rules() -> None:
+    rules = {"max_attempts": 3, "base_seconds": 30, "max_seconds": 3600}
+    refused = SmtpFailure(550, SmtpStage.RECIPIENT, "<bob@example.org> unknown")
+    assert outcome_of_failure(7, refused, 1, **rules) == Failed(
+        7, True, "550 recipient: <[address]> unknown"
+    )
+    busy = SmtpFailure(451, SmtpStage.RECIPIENT, "busy")
+    assert outcome_of_failure(7, busy, 1, **rules) == Deferred(7, 30.0, "451 recipient: busy")
+    assert outcome_of_failure(7, busy, 3, **rules) == Failed(7, False, "451 recipient: busy")
+
+
+def test_connection_failures_are_told_from_message_failures() -> None:
+    assert SmtpFailure(None, SmtpStage.CONNECT, "refused").about_connection
+    assert SmtpFailure(None, SmtpStage.TRANSPORT, "timeout").about_connection
+    assert SmtpFailure(535, SmtpStage.AUTH, "bad").about_connection
+    assert not SmtpFailure(451, SmtpStage.RECIPIENT, "busy").about_connection
+    assert not SmtpFailure(550, SmtpStage.DATA, "spam").about_connection
+
+
+def test_errors_are_stored_without_control_characters() -> None:
+    assert storable("bad\x00reply\udcff") == "bad reply?"
+    failure = SmtpFailure(451, SmtpStage.DATA, "x\x00y")
+    assert "\x00" not in failure.describe()
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    assert [backoff(n) for n in (1, 2, 3, 10)] == [0.2, 0.4, 0.8, 5.0]
+
+
+# --- a database that is restarting is an outage, not a bad event -------------------
+
+
+class _StartingUp:
+    """A pool whose server answers 57P03, as PostgreSQL does while it starts up."""
+
+    def acquire(self) -> None:
+        raise asyncpg.CannotConnectNowError("the database system is starting up")
+
+
+async def test_a_database_starting_up_is_retried_by_the_consumer_not_dead_lettered() -> None:
+    handler = SignatureHandler(_StartingUp(), MailerSettings())  # type: ignore[arg-type]
+    confirmed = SignatureConfirmed(petition_id=uuid.uuid4(), signature_id=uuid.uuid4())
+    with pytest.raises(DatabaseUnavailable) as caught:
+        await handler(confirmed)
+    # The consumer loop retries these without limit (and dead-letters other errors).
+    assert isinstance(caught.value, TRANSIENT_ERRORS)
+    assert str(caught.value) == "57P03"

@@ -1,5 +1,7 @@
 """The mailer's schema: recipients, emails and the already-signed cap.
 
+What the dispatcher does with the emails (claims, leases, outcomes) is in `queue.py`.
+
 Functions taking a connection run inside the caller's transaction (so the outbox
 row and the change commit together); functions taking a pool open their own.
 """
@@ -150,86 +152,6 @@ async def notify_emails_due(conn: asyncpg.Connection) -> None:
 
 
 @dataclass(frozen=True)
-class ClaimedEmail:
-    id: int
-    signature_id: UUID
-    petition_id: UUID
-    kind: EmailKind
-    recipient: str
-    content: EmailContent
-    message_id: str
-    correlation_id: str | None
-    attempts: int
-    unsubscribe_token: str
-    unsubscribed: bool
-
-
-async def claim_due(pool: asyncpg.Pool, limit: int, lease: timedelta) -> list[ClaimedEmail]:
-    """Take due emails for sending; a claim whose sender vanished expires after `lease`."""
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            "WITH due AS ("
-            "  SELECT id FROM mailer.emails"
-            "  WHERE (status = 'queued' AND next_attempt_at <= now())"
-            "     OR (status = 'sending' AND claimed_until < now())"
-            "  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED"
-            ") "
-            "UPDATE mailer.emails e SET status = 'sending', attempts = e.attempts + 1, "
-            "claimed_until = now() + $2::interval "
-            "FROM due, mailer.recipients r "
-            "WHERE e.id = due.id AND r.address_key = e.address_key "
-            "RETURNING e.id, e.signature_id, e.petition_id, e.kind, e.recipient, e.content, "
-            "e.message_id, e.correlation_id, e.attempts, r.unsubscribe_token, "
-            "r.unsubscribed_at IS NOT NULL AS unsubscribed",
-            limit,
-            lease,
-        )
-    return [
-        ClaimedEmail(
-            id=row["id"],
-            signature_id=row["signature_id"],
-            petition_id=row["petition_id"],
-            kind=row["kind"],
-            recipient=row["recipient"],
-            content=EmailContent.from_json(json.loads(row["content"])),
-            message_id=row["message_id"],
-            correlation_id=row["correlation_id"],
-            attempts=row["attempts"],
-            unsubscribe_token=row["unsubscribe_token"],
-            unsubscribed=row["unsubscribed"],
-        )
-        for row in rows
-    ]
-
-
-async def finish(
-    conn: asyncpg.Connection, email_id: int, status: EmailStatus, error: str | None = None
-) -> bool:
-    """Mark a claimed email finished and wipe what it no longer needs (tokens, address)."""
-    result = await conn.execute(
-        "UPDATE mailer.emails SET status = $2, finished_at = now(), last_error = $3, "
-        "claimed_until = NULL, content = '{}'::jsonb, recipient = NULL "
-        "WHERE id = $1 AND status = 'sending'",
-        email_id,
-        status.value,
-        error,
-    )
-    return _rowcount(result) > 0
-
-
-async def retry_later(pool: asyncpg.Pool, email_id: int, delay: timedelta, error: str) -> None:
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "UPDATE mailer.emails SET status = 'queued', claimed_until = NULL, "
-            "next_attempt_at = now() + $2::interval, last_error = $3 "
-            "WHERE id = $1 AND status = 'sending'",
-            email_id,
-            delay,
-            error,
-        )
-
-
-@dataclass(frozen=True)
 class Unsubscription:
     newly: bool
     signature_id: UUID
@@ -273,3 +195,15 @@ async def email_states(pool: asyncpg.Pool, signature_id: UUID) -> dict[str, str]
             signature_id,
         )
     return {row["kind"]: row["status"] for row in rows}
+
+
+async def purge_unconfirmed(pool: asyncpg.Pool, older_than: timedelta) -> int:
+    """Forget held thank-yous (and the address in them) of signatures never confirmed."""
+    async with pool.acquire() as conn:
+        status = await conn.execute(
+            "UPDATE mailer.emails SET status = 'cancelled', finished_at = now(), "
+            "content = '{}'::jsonb, recipient = NULL "
+            "WHERE status = 'held' AND created_at < now() - $1::interval",
+            older_than,
+        )
+    return _rowcount(status)

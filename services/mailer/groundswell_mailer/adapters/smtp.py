@@ -1,18 +1,25 @@
-"""Sending one message over SMTP, and telling a final failure from a passing one."""
+"""SMTP I/O: persistent connections that carry one message after another.
+
+Each `SmtpConnection` is one SMTP session (aiosmtplib), opened on first use, reused for
+every message after that and opened again when it was lost; the dispatcher runs one
+per sender, so a pool of N senders is a pool of N connections. What to do about a
+failure (retry, give up) is decided in domain/delivery.py, not here.
+
+PIPELINING (RFC 2920) is not used: aiosmtplib reads exactly one reply per command
+written (its protocol drops replies that arrive before the next command is awaited),
+so MAIL, RCPT and DATA go one round trip each.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, getaddresses, make_msgid
+import contextlib
+from email.utils import getaddresses, make_msgid
 
 import aiosmtplib
 
 from groundswell_mailer.config import MailerSettings
 from groundswell_mailer.domain.delivery import SmtpFailure, SmtpStage
-from groundswell_mailer.domain.messages import ComposedEmail
 
 
 def sender_domain(mail_from: str) -> str:
@@ -25,51 +32,140 @@ def new_message_id(mail_from: str) -> str:
     return make_msgid(domain=sender_domain(mail_from))
 
 
-def build_message(
-    composed: ComposedEmail, *, mail_from: str, recipient: str, message_id: str
-) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = mail_from
-    # Address() accepts exactly one mailbox (ValueError otherwise): nothing can be
-    # smuggled into the headers through an address.
-    message["To"] = Address(addr_spec=recipient)
-    message["Subject"] = composed.subject
-    message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"
-    for name, value in composed.headers:
-        message[name] = value
-    message.set_content(composed.text)
-    message.add_alternative(composed.html, subtype="html")
-    return message
+class _StaleConnection(Exception):
+    """A reused connection turned out closed before this message's first command."""
 
 
-class SmtpSender:
+class SmtpConnection:
+    """One SMTP session reused across messages; `send` never raises for SMTP trouble."""
+
     def __init__(self, settings: MailerSettings) -> None:
         self._settings = settings
+        self._client: aiosmtplib.SMTP | None = None
+        self._carried = 0  # messages sent on the current connection
 
-    async def send(self, message: EmailMessage) -> SmtpFailure | None:
-        """None when the server accepted the message; otherwise what went wrong."""
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.is_connected
+
+    def _new_client(self) -> aiosmtplib.SMTP:
         settings = self._settings
+        return aiosmtplib.SMTP(
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            start_tls=settings.smtp_starttls,
+            use_tls=settings.smtp_use_tls,
+            timeout=settings.smtp_timeout_seconds,
+        )
+
+    async def send(
+        self, sender: str, recipient: str, message: bytes, *, utf8: bool = False
+    ) -> SmtpFailure | None:
+        """None when the server accepted the message; otherwise what went wrong.
+
+        A reused connection the server closed while idle (timeouts, restarts) fails at
+        MAIL, before anything of this message was said: the message then goes over a
+        fresh connection at once, without counting as a failed attempt.
+        """
+        limit = self._settings.smtp_messages_per_connection
+        if self._client is not None and limit and self._carried >= limit:
+            await self.close()
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=settings.smtp_host,
-                port=settings.smtp_port,
-                username=settings.smtp_username,
-                password=(
-                    settings.smtp_password.get_secret_value() if settings.smtp_password else None
-                ),
-                start_tls=settings.smtp_starttls,
-                use_tls=settings.smtp_use_tls,
-                timeout=settings.smtp_timeout_seconds,
-            )
+            reused = self.connected
+            client = await self._connection()
+            try:
+                await self._transaction(client, sender, recipient, message, utf8, reused)
+            except _StaleConnection:
+                self._drop()
+                client = await self._connection()
+                await self._transaction(client, sender, recipient, message, utf8, False)
         except Exception as exc:  # every failure is classified; none may kill the sender
+            if not self.connected:
+                self._drop()
             return classify(exc)
+        self._carried += 1
         return None
 
+    async def _connection(self) -> aiosmtplib.SMTP:
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        self._drop()
+        client = self._new_client()
+        await client.connect()  # greeting, STARTTLS when offered or asked, AUTH
+        self._client = client
+        self._carried = 0
+        return client
 
-def classify(exc: BaseException) -> SmtpFailure:
+    async def _transaction(
+        self,
+        client: aiosmtplib.SMTP,
+        sender: str,
+        recipient: str,
+        message: bytes,
+        utf8: bool,
+        reused: bool,
+    ) -> None:
+        encoding = "utf-8" if utf8 else "ascii"
+        options: list[str] = []
+        try:
+            if client.is_ehlo_or_helo_needed:
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()  # a server that predates ESMTP
+            if utf8:
+                if not client.supports_extension("smtputf8"):
+                    raise aiosmtplib.SMTPNotSupported("the server does not offer SMTPUTF8")
+                options.append("SMTPUTF8")
+            if client.supports_extension("size"):
+                options.append(f"SIZE={len(message)}")
+            await client.mail(sender, options=options, encoding=encoding)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            if reused:
+                raise _StaleConnection from exc
+            raise
+        except aiosmtplib.SMTPResponseException:
+            await self._reset(client)
+            raise
+        try:
+            await client.rcpt(recipient, encoding=encoding)
+            await client.data(message)
+        except aiosmtplib.SMTPResponseException:
+            # RSET, so the next message on this connection starts a clean envelope.
+            await self._reset(client)
+            raise
+
+    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+        if not client.is_connected:
+            return
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, ConnectionError):
+            # A session that cannot even reset is not reused.
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+        self._carried = 0
+
+    async def close(self) -> None:
+        """QUIT politely (briefly), then close."""
+        client, self._client = self._client, None
+        self._carried = 0
+        if client is None:
+            return
+        if client.is_connected:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await client.quit()
+        client.close()
+
+
+def classify(exc: BaseException | None) -> SmtpFailure:
     """Map aiosmtplib's exceptions to the SMTP stage and reply code that decide retrying."""
     detail = type(exc).__name__
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
@@ -92,7 +188,7 @@ def classify(exc: BaseException) -> SmtpFailure:
         return SmtpFailure(exc.code, SmtpStage.CONNECT, exc.message)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return SmtpFailure(exc.code, SmtpStage.TRANSPORT, exc.message)
-    if isinstance(exc, aiosmtplib.SMTPConnectError | ConnectionError):
+    if isinstance(exc, aiosmtplib.SMTPConnectError | ConnectionRefusedError):
         return SmtpFailure(None, SmtpStage.CONNECT, detail)
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError | TimeoutError):
         return SmtpFailure(None, SmtpStage.TRANSPORT, "timeout")

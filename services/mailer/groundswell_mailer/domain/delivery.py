@@ -1,4 +1,9 @@
-"""Delivery rules: what may be sent, which failures are final, when to try again."""
+"""Delivery rules: what may be sent, which failures are final, when to try again, and
+when a sender may still start a conversation for an email it claimed.
+
+The dispatcher (entrypoints/dispatcher.py) applies these; the SMTP and database I/O live
+in the adapters.
+"""
 
 from __future__ import annotations
 
@@ -69,7 +74,17 @@ class SmtpFailure:
 
     def describe(self) -> str:
         prefix = f"{self.code} " if self.code is not None else ""
-        return redact_addresses(f"{prefix}{self.stage.value}: {self.detail}")[:300]
+        return storable(redact_addresses(f"{prefix}{self.stage.value}: {self.detail}"))[:300]
+
+    @property
+    def about_connection(self) -> bool:
+        """The server could not be reached or kept talking: the next email would fail too."""
+        return self.stage in _CONNECTION_STAGES or (
+            self.code is None and self.stage == SmtpStage.TRANSPORT
+        )
+
+
+_CONNECTION_STAGES = frozenset({SmtpStage.CONNECT, SmtpStage.HELO, SmtpStage.AUTH})
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,110 @@ def retry_delay(
 ) -> float:
     exponential = base_seconds * float(2 ** max(attempts - 1, 0))
     return min(max_seconds, exponential) * (1.0 + 0.25 * jitter)
+
+
+# Outcomes of one claimed email, recorded in batches. Each names only the email: the
+# rest (petition, signature, correlation id) comes back from the row when recorded.
+
+
+@dataclass(frozen=True)
+class Sent:
+    email_id: int
+
+
+@dataclass(frozen=True)
+class Deferred:
+    email_id: int
+    delay_seconds: float
+    error: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    email_id: int
+    permanent: bool
+    error: str
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    email_id: int
+
+
+@dataclass(frozen=True)
+class Released:
+    """Claimed but never started (the sender is stopping): back to the queue as it was."""
+
+    email_id: int
+
+
+Outcome = Sent | Deferred | Failed | Suppressed | Released
+
+
+def outcome_of_failure(
+    email_id: int,
+    failure: SmtpFailure,
+    attempts: int,
+    *,
+    max_attempts: int,
+    base_seconds: float,
+    max_seconds: float,
+    jitter: float = 0.0,
+) -> Deferred | Failed:
+    decision = after_failure(
+        failure,
+        attempts,
+        max_attempts=max_attempts,
+        base_seconds=base_seconds,
+        max_seconds=max_seconds,
+        jitter=jitter,
+    )
+    if isinstance(decision, GiveUp):
+        return Failed(email_id, decision.permanent, failure.describe())
+    return Deferred(email_id, decision.delay_seconds, failure.describe())
+
+
+class Lease:
+    """Whether this process may still start an SMTP conversation for the emails it holds.
+
+    Every claimed row carries `claimed_until`, renewed for all of a process's claims by
+    one statement every few seconds; a claim whose lease lapsed may be taken over by
+    another sender. Correctness: `renewed(t)` is called with the local time taken
+    *before* the renewing statement was sent, so the database's `now()` at renewal is
+    later and every held row's lease ends after `t + seconds` (rows claimed since then
+    end later still). A sender starts a conversation only before `t + seconds * margin`
+    (margin < 1), so while renewals keep failing it stops starting new conversations
+    well before anyone else may take the claims over; what can overlap a takeover is
+    only a conversation already under way at that moment.
+    """
+
+    def __init__(self, seconds: float, margin: float = 0.5) -> None:
+        if not 0 < margin < 1:
+            raise ValueError("margin must be between 0 and 1")
+        self.seconds = seconds
+        self._margin = margin
+        self._renewed_at: float | None = None
+
+    def renewed(self, sent_at: float) -> None:
+        if self._renewed_at is None or sent_at > self._renewed_at:
+            self._renewed_at = sent_at
+
+    def may_start(self, now: float) -> bool:
+        return self._renewed_at is not None and now < self._renewed_at + self.seconds * self._margin
+
+
+def backoff(failures: int, *, first: float = 0.2, cap: float = 5.0) -> float:
+    """Pause after the n-th failure in a row of the database or the SMTP server."""
+    return min(first * float(2 ** max(failures - 1, 0)), cap)
+
+
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def storable(text: str) -> str:
+    """Text a PostgreSQL `text` column takes: no NUL or control bytes, no lone surrogates."""
+    cleaned = _UNSTORABLE.sub(" ", text)
+    return cleaned.encode("utf-8", "replace").decode("utf-8")
 
 
 _ADDRESS = re.compile(r"[^\s<>\"'(),;:@]+@[^\s<>\"'(),;:]+")

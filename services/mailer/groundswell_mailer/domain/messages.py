@@ -1,18 +1,21 @@
 """What each email says: subject, plain text and HTML, and the links in them.
 
-Everything a signer typed is escaped in the HTML part (Jinja2 autoescape) and has
-control characters removed everywhere, so a name cannot inject markup or headers.
+The texts are Jinja2 templates in `groundswell_mailer/templates/` (`<kind>.txt` and
+`<kind>.html`), compiled once. Everything a signer typed is escaped in the HTML part
+(autoescape) and has control characters removed everywhere, so a name cannot inject
+markup or headers. `mime.py` turns the result into the bytes sent.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, quote_plus, urlencode
 
 from groundswell_contracts.events import EmailKind
-from jinja2 import DictLoader, Environment, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
 
 from groundswell_mailer.domain.delivery import unsubscribe_applies
 
@@ -94,24 +97,36 @@ def one_line(text: str) -> str:
 
 
 def share_options(links: Links, share_code: str, petition_title: str) -> ShareOptions:
-    pitch = f"I just signed “{one_line(petition_title)}”. Will you sign too?"
-    whatsapp_text = f"{pitch} {links.share(share_code, 'whatsapp')}"
+    """Each channel's link; the same as `urlencode` of each query, built from pieces
+    (percent-encoding works character by character), with the petition's own pieces
+    encoded once per title rather than once per email."""
+    title, pitch_plus, pitch_then_body = _pitch(petition_title)
     return ShareOptions(
         link=links.share(share_code),
-        whatsapp="https://wa.me/?" + urlencode({"text": whatsapp_text}),
-        facebook="https://www.facebook.com/sharer/sharer.php?"
-        + urlencode({"u": links.share(share_code, "facebook")}),
-        x="https://twitter.com/intent/tweet?"
-        + urlencode({"text": pitch, "url": links.share(share_code, "x")}),
-        email="mailto:?"
-        + urlencode(
-            {
-                "subject": one_line(petition_title),
-                "body": f"{pitch}\n\n{links.share(share_code, 'email')}",
-            },
-            quote_via=quote,
-        ),
+        whatsapp="https://wa.me/?text="
+        + pitch_plus
+        + "+"
+        + quote_plus(links.share(share_code, "whatsapp")),
+        facebook="https://www.facebook.com/sharer/sharer.php?u="
+        + quote_plus(links.share(share_code, "facebook")),
+        x="https://twitter.com/intent/tweet?text="
+        + pitch_plus
+        + "&url="
+        + quote_plus(links.share(share_code, "x")),
+        email="mailto:?subject="
+        + title
+        + "&body="
+        + pitch_then_body
+        + quote(links.share(share_code, "email"), safe=""),
     )
+
+
+@lru_cache(maxsize=1024)
+def _pitch(petition_title: str) -> tuple[str, str, str]:
+    """(title, pitch) percent-encoded as each channel's query needs them."""
+    title = one_line(petition_title)
+    pitch = f"I just signed “{title}”. Will you sign too?"
+    return quote(title, safe=""), quote_plus(pitch), quote(f"{pitch}\n\n", safe="")
 
 
 def unsubscribe_headers(unsubscribe_url: str) -> tuple[tuple[str, str], ...]:
@@ -152,128 +167,23 @@ def compose(
     headers = unsubscribe_headers(variables["unsubscribe_url"]) if unsubscribe_token else ()
     return ComposedEmail(
         subject=subject,
-        text=_templates.get_template(f"{kind}.txt").render(variables),
-        html=_templates.get_template(f"{kind}.html").render(variables),
+        text=_TEMPLATES[f"{kind}.txt"].render(variables),
+        html=_TEMPLATES[f"{kind}.html"].render(variables),
         headers=headers,
     )
 
 
-_LAYOUT = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title></head>
-<body style="margin:0;padding:24px;background:#f4f4f5;font-family:Arial,sans-serif;color:#18181b">
-<div style="max-width:560px;margin:0 auto;background:#ffffff;border-radius:8px;padding:24px">
-{% block body %}{% endblock %}
-{% if unsubscribe_url %}
-<p style="margin-top:32px;font-size:12px;color:#71717a">You are receiving this because this
-address was used to sign “{{ title }}”.
-<a href="{{ unsubscribe_url }}" style="color:#71717a">Unsubscribe</a> from these emails.</p>
-{% endif %}
-</div></body></html>
-"""
-
-_BUTTON = (
-    'style="display:inline-block;padding:12px 20px;background:#16a34a;color:#ffffff;'
-    'text-decoration:none;border-radius:6px;font-weight:bold"'
-)
-
-_SHARE_HTML = """
-<p><strong>Share it</strong> — every share brings in new signatures:</p>
-<p>
-<a href="{{ share.whatsapp }}">WhatsApp</a> ·
-<a href="{{ share.facebook }}">Facebook</a> ·
-<a href="{{ share.x }}">X</a> ·
-<a href="{{ share.email }}">Email a friend</a>
-</p>
-<p>Or copy your link: <a href="{{ share.link }}">{{ share.link }}</a></p>
-"""
-
-_SHARE_TEXT = """Share it - every share brings in new signatures. Your link:
-{{ share.link }}
-
-WhatsApp: {{ share.whatsapp }}
-Facebook: {{ share.facebook }}
-X: {{ share.x }}
-"""
-
-_TEXT_FOOTER = """{% if unsubscribe_url %}
---
-You are receiving this because this address was used to sign "{{ title }}".
-Unsubscribe: {{ unsubscribe_url }}
-{% endif %}"""
-
-_TEMPLATES = {
-    "layout.html": _LAYOUT,
-    "confirmation.html": """{% extends "layout.html" %}{% block body %}
-<p>Hello {{ first_name }},</p>
-<p>Thank you for signing “<a href="{{ petition_url }}">{{ title }}</a>”. Your signature
-counts once you confirm it.</p>
-<p>Open the page below and press the <strong>Confirm my signature</strong> button on it
-(just opening the link does not confirm anything):</p>
-<p><a href="{{ confirm_url }}" """
-    + _BUTTON
-    + """>Open the confirmation page</a></p>
-<p style="font-size:13px;color:#52525b">Or paste this into your browser: {{ confirm_url }}</p>
-<p style="font-size:13px;color:#52525b">If you did not sign, ignore this email: nothing is
-counted without the button.</p>
-{% endblock %}""",
-    "confirmation.txt": """Hello {{ first_name }},
-
-Thank you for signing "{{ title }}". Your signature counts once you confirm it.
-
-Open this page and press the "Confirm my signature" button on it
-(just opening the link does not confirm anything):
-
-{{ confirm_url }}
-
-If you did not sign, ignore this email: nothing is counted without the button.
-""",
-    "thank_you.html": """{% extends "layout.html" %}{% block body %}
-<p>Thank you, {{ first_name }}!</p>
-<p>Your signature on “<a href="{{ petition_url }}">{{ title }}</a>” is counted.</p>
-"""
-    + _SHARE_HTML
-    + """
-{% if withdraw_url %}<p style="font-size:13px;color:#52525b">Signed by mistake?
-<a href="{{ withdraw_url }}">Remove your signature</a> (opens a page with a button).</p>{% endif %}
-{% endblock %}""",
-    "thank_you.txt": """Thank you, {{ first_name }}!
-
-Your signature on "{{ title }}" is counted.
-{{ petition_url }}
-
-"""
-    + _SHARE_TEXT
-    + """{% if withdraw_url %}
-Signed by mistake? Remove your signature (opens a page with a button):
-{{ withdraw_url }}
-{% endif %}"""
-    + _TEXT_FOOTER,
-    "already_signed.html": """{% extends "layout.html" %}{% block body %}
-<p>Hello {{ first_name }},</p>
-<p>Someone, probably you, just tried to sign “<a href="{{ petition_url }}">{{ title }}</a>”
-again with this address. Your signature is already there and counts once: there is
-nothing more to do.</p>
-<p style="font-size:13px;color:#52525b">If it was not you, you can ignore this email;
-nobody was told whether this address had signed.</p>
-"""
-    + _SHARE_HTML
-    + """{% endblock %}""",
-    "already_signed.txt": """Hello {{ first_name }},
-
-Someone, probably you, just tried to sign "{{ title }}" again with this address.
-Your signature is already there and counts once: there is nothing more to do.
-
-If it was not you, you can ignore this email; nobody was told whether this
-address had signed.
-
-"""
-    + _SHARE_TEXT
-    + _TEXT_FOOTER,
-}
-
-_templates = Environment(
-    loader=DictLoader(_TEMPLATES),
+# Compiled once, when the module is imported; rendering an email only runs them.
+# Autoescape is on for the .html files: whatever a signer typed is escaped there.
+_environment = Environment(
+    loader=PackageLoader("groundswell_mailer", "templates"),
     autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
     undefined=StrictUndefined,
     keep_trailing_newline=True,
+    auto_reload=False,
 )
+_TEMPLATES: dict[str, Template] = {
+    f"{kind}.{part}": _environment.get_template(f"{kind}.{part}")
+    for kind in ("confirmation", "thank_you", "already_signed")
+    for part in ("txt", "html")
+}
