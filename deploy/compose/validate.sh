@@ -4,10 +4,12 @@
 #   deploy/compose/validate.sh            # from anywhere inside the repo
 #
 # 1. `docker-compose config -q` (docker-compose 1.29.2 from a throwaway venv) parses,
-#    interpolates and schema-checks the file, with a dummy ADMIN_TOKEN.
-# 2. The same command WITHOUT ADMIN_TOKEN must fail (the token is required, not defaulted).
+#    interpolates and schema-checks the file, with dummy secrets.
+# 2. The same command without each required secret (ADMIN_TOKEN, POSTGRES_PASSWORD,
+#    KAFKA_UI_PASSWORD) must fail: secrets are required, never defaulted.
 # 3. Structural checks on the resolved config (PyYAML from the same venv): the eight services,
-#    healthchecks, depends_on conditions, restart policies, and non-root Dockerfiles.
+#    healthchecks, depends_on conditions, restart policies, non-root Dockerfiles, every
+#    published port bound to 127.0.0.1 by default, and a login on kafka-ui.
 #
 # Env: COMPOSE_VENV (default <repo>/.run/compose-venv, reused), PYTHON (default python3).
 # Exits non-zero on any failure; prints one OK line on success.
@@ -19,7 +21,10 @@ cd "$ROOT"
 COMPOSE_FILE="docker-compose.yml"
 VENV="${COMPOSE_VENV:-$ROOT/.run/compose-venv}"
 PYTHON="${PYTHON:-python3}"
-DUMMY_TOKEN="validate-only-dummy-admin-token"
+DUMMY_TOKEN="validate-only-dummy-admin-token-0123456789"
+REQUIRED=(ADMIN_TOKEN POSTGRES_PASSWORD KAFKA_UI_PASSWORD)
+# Dummy values for every required secret, as `env` arguments.
+DUMMIES=(ADMIN_TOKEN="$DUMMY_TOKEN" POSTGRES_PASSWORD=validate-only-pg KAFKA_UI_PASSWORD=validate-only-ui)
 
 # docker-compose 1.29.2's own pins clash with Python 3.11-era packages, so it is installed
 # without dependencies and the working set is listed explicitly.
@@ -49,19 +54,22 @@ fi
 DC="$VENV/bin/docker-compose"
 
 # --- 1. docker-compose schema / interpolation check -----------------------------------
-ADMIN_TOKEN="$DUMMY_TOKEN" "$DC" -f "$COMPOSE_FILE" config -q \
-    || fail "docker-compose config rejected $COMPOSE_FILE"
-
-# --- 2. ADMIN_TOKEN must be required --------------------------------------------------
-# An empty --env-file so a developer's .env cannot supply the token.
+# An empty --env-file so a developer's .env cannot supply (or hide) anything.
 empty_env="$(mktemp "${TMPDIR:-/tmp}/compose-validate-env.XXXXXX")"
 trap 'rm -f "$empty_env"' EXIT
-if env -u ADMIN_TOKEN "$DC" --env-file "$empty_env" -f "$COMPOSE_FILE" config -q >/dev/null 2>&1; then
-    fail "compose config succeeded without ADMIN_TOKEN; it must use \${ADMIN_TOKEN:?...}"
-fi
+env -u PUBLISH_ADDRESS "${DUMMIES[@]}" "$DC" --env-file "$empty_env" -f "$COMPOSE_FILE" config -q \
+    || fail "docker-compose config rejected $COMPOSE_FILE"
+
+# --- 2. every secret must be required ---------------------------------------------------
+for name in "${REQUIRED[@]}"; do
+    if env "${DUMMIES[@]}" env -u "$name" "$DC" --env-file "$empty_env" -f "$COMPOSE_FILE" \
+        config -q >/dev/null 2>&1; then
+        fail "compose config succeeded without $name; it must use \${$name:?...}"
+    fi
+done
 
 # --- 3. structural checks on the resolved config --------------------------------------
-ADMIN_TOKEN="$DUMMY_TOKEN" "$DC" -f "$COMPOSE_FILE" config \
+env -u PUBLISH_ADDRESS "${DUMMIES[@]}" "$DC" --env-file "$empty_env" -f "$COMPOSE_FILE" config \
     | "$VENV/bin/python" -c '
 import os, sys
 import yaml
@@ -136,10 +144,22 @@ for name, port in apps.items():
     elif user.split(":")[0] in ("root", "0"):
         errors.append(f"{name}: {dockerfile} runs as root (USER {user})")
 
+# Published ports: on 127.0.0.1 unless the operator says otherwise (PUBLISH_ADDRESS).
+for name, svc in services.items():
+    for port in svc.get("ports") or []:
+        host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+        if host_ip != "127.0.0.1":
+            where = host_ip or "all interfaces"
+            errors.append(f"{name}: port {port} is published on {where}")
+
+ui_env = (services.get("kafka-ui") or {}).get("environment") or {}
+if ui_env.get("AUTH_TYPE") != "LOGIN_FORM" or not ui_env.get("SPRING_SECURITY_USER_PASSWORD"):
+    errors.append("kafka-ui: no login (AUTH_TYPE LOGIN_FORM with a password)")
+
 if errors:
     for e in errors:
         print("compose validate: FAIL: " + e, file=sys.stderr)
     sys.exit(1)
 ' || fail "structural checks failed"
 
-echo "compose validate: OK ($COMPOSE_FILE: 8 services, healthchecks, depends_on, non-root Dockerfiles)"
+echo "compose validate: OK ($COMPOSE_FILE: 8 services, healthchecks, depends_on, non-root Dockerfiles, secrets required, ports on 127.0.0.1, kafka-ui login)"

@@ -24,7 +24,7 @@ from groundswell_stack.services import (
 )
 from groundswell_stack.smtp_sink import read_messages
 
-ADMIN_TOKEN = "e2e-admin-token"
+ADMIN_TOKEN = "e2e-admin-token-0123456789abcdefghijk"
 
 
 @dataclass

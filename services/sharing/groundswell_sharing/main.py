@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import sys
 
-import uvicorn
 from groundswell_runtime.db import migrate
 from groundswell_runtime.logging import configure_logging
+from groundswell_runtime.serving import serve
 
 from groundswell_sharing.adapters import repository as repo
 from groundswell_sharing.config import SharingSettings
@@ -33,13 +33,8 @@ def main(argv: list[str] | None = None) -> None:
         # It guards the organisers' stats and keys the visitor salt (unless
         # SHARING_VISITOR_SALT is set): serving without it would do neither.
         sys.exit("groundswell-sharing: set ADMIN_TOKEN (the same one signing uses).")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # keep the JSON logging configured above
-        server_header=False,
-    )
+    # Header size, count and time limits, idle timeout and a concurrency cap.
+    serve(create_app(settings), host=settings.host, port=settings.port)
 
 
 if __name__ == "__main__":

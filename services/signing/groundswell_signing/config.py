@@ -48,6 +48,12 @@ class SigningSettings(ServiceSettings):
     # uvicorn worker processes; each has its own writer and batches.
     workers: int = Field(1, ge=1)
 
+    # Failed admin logins per client network (within the window) before it must wait
+    # the base delay, doubled by each further failure (see entrypoints/http/admin_auth.py).
+    admin_auth_free_failures: int = Field(5, ge=1)
+    admin_auth_window_seconds: int = Field(900, ge=1)
+    admin_auth_base_delay_seconds: float = Field(2.0, gt=0)
+
     confirmation_ttl_hours: int = 72
     consent_wording_version: str = "2026-11-contact-v1"
     cors_origins: list[str] = Field(default_factory=list)

@@ -14,7 +14,7 @@ import pytest
 from groundswell_signing.config import SigningSettings
 from groundswell_signing.entrypoints.http.app import create_app
 
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdefghij"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

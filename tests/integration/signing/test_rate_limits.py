@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from .conftest import SettingsFactory, SigningHarness, start_harness
+from .conftest import ADMIN, SettingsFactory, SigningHarness, start_harness
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ async def test_flag_mode_keeps_but_does_not_count(flagging: SigningHarness) -> N
     assert statuses == ["signed", "fraudulent"]
     tally = await flagging.client.get(
         f"/api/admin/petitions/{petition['slug']}/tally",
-        headers={"Authorization": "Bearer test-admin-token"},
+        headers=ADMIN,
     )
     assert tally.json()["signatures"] == 1
 

@@ -71,7 +71,11 @@ class ValidSignature:
 
 
 def reject_control_characters(text: str, *, allow_newlines: bool) -> str:
+    """Also refuses lone surrogates (`"\\ud800"` in JSON): they are not text, cannot be
+    encoded as UTF-8, and PostgreSQL would refuse them with a 500 after validation."""
     allowed = {"\n", "\r", "\t"} if allow_newlines else set()
+    if any(unicodedata.category(ch) == "Cs" for ch in text):
+        raise ValueError("must be valid Unicode text (it contains a lone surrogate)")
     if any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text):
         raise ValueError("must not contain control characters")
     return text
@@ -87,7 +91,7 @@ def check_name(raw: str) -> str:
         raise ValueError("Name must not start with = + - or @")
     if _URL.search(name):
         raise ValueError("Name must not contain a web address")
-    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in name):
         raise ValueError("Name contains characters that are not allowed")
     return name
 

@@ -28,14 +28,23 @@ from groundswell_runtime.outbox import OutboxRelay
 from groundswell_signing.adapters.repository import SCHEMA
 from groundswell_signing.config import SigningSettings
 from groundswell_signing.entrypoints.http import admin, api, pages
+from groundswell_signing.entrypoints.http.admin_auth import AdminAuthThrottle
 from groundswell_signing.entrypoints.http.errors import install_error_handlers
 from groundswell_signing.entrypoints.http.limits import BodySizeLimit
+from groundswell_signing.entrypoints.http.security import SecurityHeaders, UnexpectedErrors
 from groundswell_signing.migrations import MIGRATIONS
 from groundswell_signing.service_layer.group_commit import SignatureWriter
 from groundswell_signing.service_layer.petitions import PetitionCache
 from groundswell_signing.service_layer.signing import AbusePolicy
 
 log = structlog.get_logger()
+
+# 32 characters of secrets.token_urlsafe carry 192 bits; a short token can be guessed.
+ADMIN_TOKEN_MIN_LENGTH = 32
+
+
+class WeakAdminToken(SystemExit):
+    """Start-up refuses a short ADMIN_TOKEN (SystemExit: a message, not a traceback)."""
 
 
 def load_disposable_domains() -> frozenset[str]:
@@ -51,7 +60,19 @@ def load_disposable_domains() -> frozenset[str]:
     )
 
 
+def check_admin_token(settings: SigningSettings) -> None:
+    length = len(settings.admin_token.get_secret_value())
+    if length < ADMIN_TOKEN_MIN_LENGTH:
+        raise WeakAdminToken(
+            f"groundswell-signing: ADMIN_TOKEN is {length} characters; it must be at least "
+            f"{ADMIN_TOKEN_MIN_LENGTH}. Make one with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+
+
 def create_app(settings: SigningSettings) -> FastAPI:
+    check_admin_token(settings)
+
     async def create_topics() -> None:
         await ensure_topics(
             settings.kafka_bootstrap_servers,
@@ -103,6 +124,11 @@ def create_app(settings: SigningSettings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.policy = AbusePolicy(settings, load_disposable_domains())
+    app.state.admin_throttle = AdminAuthThrottle(
+        free_failures=settings.admin_auth_free_failures,
+        window=settings.admin_auth_window_seconds,
+        base_delay=settings.admin_auth_base_delay_seconds,
+    )
 
     async def database_ready() -> bool:
         return await database_reachable(app.state.pool)
@@ -120,6 +146,10 @@ def create_app(settings: SigningSettings) -> FastAPI:
     install_request_id_middleware(app)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outside the body limit (whose own exception it must not swallow): what no handler
+    # claimed becomes a logged 500, with the request id still bound.
+    app.add_middleware(UnexpectedErrors)
+    app.add_middleware(SecurityHeaders)  # outermost: every answer, 413s and 500s included
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(pages.router)

@@ -7,15 +7,17 @@ threadpool, a thread hop per dependency per request on the hot path.
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from groundswell_runtime.client_address import client_address
+from groundswell_runtime.client_address import client_address, client_network
 
 from groundswell_signing.config import SigningSettings
+from groundswell_signing.entrypoints.http.admin_auth import AdminAuthThrottle
 from groundswell_signing.service_layer.group_commit import SignatureWriter
 from groundswell_signing.service_layer.petitions import PetitionCache
 from groundswell_signing.service_layer.signing import AbusePolicy
@@ -63,18 +65,32 @@ async def client_ip(
 
 
 async def require_admin(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     settings: Annotated[SigningSettings, Depends(get_settings)],
+    ip: Annotated[str | None, Depends(client_ip)],
 ) -> None:
+    throttle: AdminAuthThrottle = request.app.state.admin_throttle
+    network = client_network(ip) if ip else "unknown"
+    now = time.monotonic()
+    wait = throttle.refused_for(network, now)
+    if wait:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"Too many failed admin logins from your network; try again in {wait} seconds",
+            headers={"Retry-After": str(wait)},
+        )
     expected = settings.admin_token.get_secret_value().encode()
     given = credentials.credentials.encode() if credentials else b""
     # Constant-time, and the same answer whether the token is missing or wrong.
     if not credentials or not secrets.compare_digest(given, expected):
+        throttle.failed(network, now)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "A valid admin token is required (Authorization: Bearer <ADMIN_TOKEN>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    throttle.succeeded(network)
 
 
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS
 
 from groundswell_signing.domain.petitions import PetitionClosedError, PetitionNotFound
 from groundswell_signing.domain.signatures import SignatureError
+from groundswell_signing.entrypoints.http.security import CrossSiteForm
 from groundswell_signing.service_layer.group_commit import Overloaded, Unavailable
 from groundswell_signing.service_layer.petitions import SlugTaken
 from groundswell_signing.service_layer.signing import Blocked, RateLimited
@@ -19,6 +25,21 @@ def field_errors(errors: dict[str, str]) -> list[dict[str, object]]:
         {"loc": ["body", field], "msg": message, "type": "value_error"}
         for field, message in errors.items()
     ]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(value: Any) -> Any:
+    """Lone surrogates replaced by U+FFFD all through a JSON-able value: a 422 that echoes
+    the bad input (FastAPI's does) must not itself fail to encode as UTF-8."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {encodable(k): encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [encodable(v) for v in value]
+    return value
 
 
 def unprocessable(field: str | None, message: str) -> HTTPException:
@@ -66,6 +87,25 @@ def install_error_handlers(app: FastAPI) -> None:
     temporary: tuple[type[BaseException], ...] = (Unavailable, *TEMPORARY_DATABASE_ERRORS)
     for kind in temporary:
         app.add_exception_handler(kind, database_away)  # type: ignore[arg-type]
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = encodable(jsonable_encoder(exc.errors()))
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(CrossSiteForm)
+    async def cross_site(request: Request, exc: CrossSiteForm) -> Response:
+        from groundswell_signing.entrypoints.http.pages import message_page
+
+        return message_page(
+            request,
+            "Form sent from another site",
+            "This form was sent from a page on another website, so nothing was done. "
+            "If you meant to sign, confirm or withdraw, open the link on this site "
+            "and use its button.",
+            403,
+            secret_url=request.url.path.startswith(("/confirm/", "/withdraw/")),
+        )
 
     @app.exception_handler(SignatureError)
     async def invalid_signature(_: Request, exc: SignatureError) -> JSONResponse:

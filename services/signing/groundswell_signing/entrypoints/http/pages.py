@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Request, status
+from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
@@ -22,6 +22,7 @@ from groundswell_signing.entrypoints.http.dependencies import (
     Settings,
     Writer,
 )
+from groundswell_signing.entrypoints.http.security import page_headers, refuse_cross_site_forms
 from groundswell_signing.service_layer import petitions as petition_service
 from groundswell_signing.service_layer.signing import (
     Blocked,
@@ -37,9 +38,8 @@ from groundswell_signing.service_layer.signing import (
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
 
-# Pages may not be framed, except the embed page, which exists to be framed.
-NO_FRAMING = {"Content-Security-Policy": "frame-ancestors 'self'", "X-Frame-Options": "DENY"}
-EMBEDDABLE = {"Content-Security-Policy": "frame-ancestors *"}
+# Every form post: a page on another site must not sign, confirm or withdraw for a visitor.
+SAME_SITE_FORM = [Depends(refuse_cross_site_forms)]
 
 
 def share_links(url: str, title: str) -> dict[str, str]:
@@ -58,15 +58,28 @@ def _page(
     context: dict[str, Any],
     *,
     status_code: int = 200,
-    headers: dict[str, str] | None = None,
+    embeddable: bool = False,
+    secret_url: bool = False,
 ) -> HTMLResponse:
+    """Pages may not be framed, except the embed page, which exists to be framed; pages
+    whose address holds a token (`secret_url`) are not cached and send no referrer."""
+    counter_url = request.app.state.settings.counter_public_url
+    headers = page_headers(counter_url, embeddable=embeddable, secret_url=secret_url)
     return templates.TemplateResponse(
-        request, template, context, status_code=status_code, headers=headers or NO_FRAMING
+        request, template, context, status_code=status_code, headers=headers
     )
 
 
-def message_page(request: Request, title: str, text: str, status_code: int) -> HTMLResponse:
-    return _page(request, "message.html", {"title": title, "text": text}, status_code=status_code)
+def message_page(
+    request: Request, title: str, text: str, status_code: int, *, secret_url: bool = False
+) -> HTMLResponse:
+    return _page(
+        request,
+        "message.html",
+        {"title": title, "text": text},
+        status_code=status_code,
+        secret_url=secret_url,
+    )
 
 
 async def _petition_page(
@@ -107,7 +120,7 @@ async def _petition_page(
             "thanks": thanks,
         },
         status_code=status_code,
-        headers=EMBEDDABLE if embed else NO_FRAMING,
+        embeddable=embed,
     )
 
 
@@ -125,8 +138,8 @@ async def embed_page(
     return await _petition_page(request, pool, settings, now, slug, embed=True)
 
 
-@router.post("/p/{slug}", response_class=HTMLResponse)
-@router.post("/embed/{slug}", response_class=HTMLResponse)
+@router.post("/p/{slug}", response_class=HTMLResponse, dependencies=SAME_SITE_FORM)
+@router.post("/embed/{slug}", response_class=HTMLResponse, dependencies=SAME_SITE_FORM)
 async def sign_from_form(
     slug: str,
     request: Request,
@@ -242,11 +255,12 @@ async def confirm_page(token: str, request: Request, pool: Pool, now: Now) -> HT
             "Link not valid",
             "This confirmation link has expired or has already been used.",
             404,
+            secret_url=True,
         )
-    return _page(request, "confirm.html", {"action": f"/confirm/{token}"})
+    return _page(request, "confirm.html", {"action": f"/confirm/{token}"}, secret_url=True)
 
 
-@router.post("/confirm/{token}", response_class=HTMLResponse)
+@router.post("/confirm/{token}", response_class=HTMLResponse, dependencies=SAME_SITE_FORM)
 async def confirm(
     token: str, request: Request, pool: Pool, settings: Settings, now: Now
 ) -> HTMLResponse:
@@ -258,6 +272,7 @@ async def confirm(
             "Petition closed",
             "This petition closed before your signature was confirmed, so it was not added.",
             409,
+            secret_url=True,
         )
     except TokenNotValid:
         return message_page(
@@ -265,6 +280,7 @@ async def confirm(
             "Link not valid",
             "This confirmation link has expired or has already been used.",
             404,
+            secret_url=True,
         )
     url = share_url(settings, done.share_code)
     return _page(
@@ -276,6 +292,7 @@ async def confirm(
             "share_url": url,
             "links": share_links(url, done.title),
         },
+        secret_url=True,  # and it shows the signer's personal share link
     )
 
 
@@ -285,22 +302,36 @@ async def withdraw_page(token: str, request: Request, pool: Pool) -> HTMLRespons
         _, title = await withdrawable(pool, token)
     except TokenNotValid:
         return message_page(
-            request, "Link not valid", "This signature has already been withdrawn.", 404
+            request,
+            "Link not valid",
+            "This signature has already been withdrawn.",
+            404,
+            secret_url=True,
         )
-    return _page(request, "withdraw.html", {"title": title, "action": f"/withdraw/{token}"})
+    return _page(
+        request,
+        "withdraw.html",
+        {"title": title, "action": f"/withdraw/{token}"},
+        secret_url=True,
+    )
 
 
-@router.post("/withdraw/{token}", response_class=HTMLResponse)
+@router.post("/withdraw/{token}", response_class=HTMLResponse, dependencies=SAME_SITE_FORM)
 async def withdraw(token: str, request: Request, pool: Pool, now: Now) -> HTMLResponse:
     try:
         _, title = await withdraw_signature(pool, token, now)
     except TokenNotValid:
         return message_page(
-            request, "Link not valid", "This signature has already been withdrawn.", 404
+            request,
+            "Link not valid",
+            "This signature has already been withdrawn.",
+            404,
+            secret_url=True,
         )
     return message_page(
         request,
         "Signature withdrawn",
         f"Your signature on \u201c{title}\u201d has been removed.",
         status.HTTP_200_OK,
+        secret_url=True,
     )
