@@ -69,8 +69,10 @@ def test_sign_on_the_page_and_see_the_count_move(
     page.get_by_role("button", name="Sign the petition").click()
 
     expect(page.get_by_role("heading", name="Thank you")).to_be_visible()
-    share = page.get_by_label("Your share link")
-    assert share.input_value().startswith(f"{stack.urls['sharing']}/s/")
+    # The page offers the petition itself; the personal link comes by email (issue 8).
+    share = page.get_by_label("Link to share")
+    assert share.input_value() == f"{stack.urls['signing']}/p/{petition['slug']}"
+    expect(page.get_by_text("emailed you your personal link")).to_be_visible()
     expect(page.get_by_role("link", name="WhatsApp")).to_be_visible()
     expect(page.locator("#count")).to_have_text("1", timeout=15_000)
     expect(page.locator("#progress")).to_have_attribute("value", "1")

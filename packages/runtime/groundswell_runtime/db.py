@@ -30,9 +30,9 @@ TEMPORARY_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     # while a query is being sent on a pooled connection (seen on a fast shutdown).
     asyncpg.InternalClientError,
     asyncpg.TooManyConnectionsError,  # 53300
-    asyncpg.AdminShutdownError,  # 57P01
-    asyncpg.CrashShutdownError,  # 57P02
-    asyncpg.CannotConnectNowError,  # 57P03: the server is starting up
+    # Class 57, operator intervention: 57P01 admin shutdown, 57P02 crash shutdown,
+    # 57P03 "the database system is starting up", 57014 query cancelled.
+    asyncpg.OperatorInterventionError,
     asyncpg.DeadlockDetectedError,  # 40P01
     asyncpg.SerializationError,  # 40001
 )
@@ -71,9 +71,7 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, reset=_keep_session
-    )
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=_keep_session)
     assert pool is not None
     return pool
 

@@ -297,7 +297,10 @@ class OutboxRelay:
                 await listener.remove_listener(notify_channel(self._schema), self._on_notify)
                 await self._pool.release(listener, timeout=5)
             except Exception:
-                listener.terminate()
+                # The pool may already have taken back a connection that was cut: then
+                # terminating it raises too, and there is nothing left to clean up.
+                with contextlib.suppress(Exception):
+                    listener.terminate()
                 with contextlib.suppress(Exception):
                     await self._pool.release(listener, timeout=1)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import uvicorn
 from groundswell_runtime.db import migrate
 from groundswell_runtime.logging import configure_logging
+from groundswell_runtime.serving import serve
 
 from groundswell_mailer.adapters import repository as repo
 from groundswell_mailer.config import MailerSettings
@@ -28,13 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "migrate":
         asyncio.run(migrate(settings.database_url, repo.SCHEMA, repo.migrations()))
         return
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # keep the JSON logging configured above
-        server_header=False,
-    )
+    serve(create_app(settings), host=settings.host, port=settings.port)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from datetime import timedelta
 from uuid import UUID
 
 import asyncpg
-from groundswell_contracts.events import EmailFailed, EmailKind, EmailSent, Event, encode, topic_for
-from groundswell_runtime.outbox import notify_channel
+from groundswell_contracts.events import EmailFailed, EmailKind, EmailSent, Event
+from groundswell_runtime.outbox import enqueue_correlated
 
 from groundswell_mailer.adapters.repository import SCHEMA
 from groundswell_mailer.domain.delivery import (
@@ -211,31 +211,8 @@ async def record(pool: asyncpg.Pool, claimant: str, outcomes: Sequence[Outcome])
                 claimant,
             )
             result.released = _rowcount(status)
-        await _enqueue(conn, events)
+        await enqueue_correlated(conn, SCHEMA, events)
     return result
-
-
-async def _enqueue(conn: asyncpg.Connection, events: list[tuple[Event, str | None]]) -> None:
-    """The runtime's outbox rows, in one statement, each with its own email's correlation id.
-
-    (`groundswell_runtime.outbox.enqueue` takes the correlation id from the context, one
-    per call; a batch holds many.)
-    """
-    if not events:
-        return
-    await conn.execute(
-        f'INSERT INTO "{SCHEMA}".outbox '
-        "(event_id, event_type, topic, message_key, payload, correlation_id) "
-        "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], "
-        "$6::text[])",
-        [e.event_id for e, _ in events],
-        [e.event_type for e, _ in events],
-        [topic_for(e).value for e, _ in events],
-        [e.key for e, _ in events],
-        [encode(e).decode() for e, _ in events],
-        [cid for _, cid in events],
-    )
-    await conn.execute(f"NOTIFY {notify_channel(SCHEMA)}")
 
 
 def _rowcount(command_status: str) -> int:

@@ -34,16 +34,6 @@ from groundswell_mailer.domain.recipients import canonical_address, first_name
 log = structlog.get_logger()
 
 
-class DatabaseUnavailable(ConnectionError):
-    """PostgreSQL is starting up, shutting down or cancelled the statement (SQLSTATE
-    class 57, e.g. 57P03 "the database system is starting up" after a restart).
-
-    asyncpg raises these as `PostgresError`s, which the consumer loop would dead-letter
-    after a few attempts; as a `ConnectionError` the event is retried without limit,
-    like any other outage (the database is not the event's fault).
-    """
-
-
 def new_unsubscribe_token() -> str:
     return secrets.token_urlsafe(24)
 
@@ -54,12 +44,8 @@ class SignatureHandler:
         self._settings = settings
 
     async def __call__(self, event: AnyEvent) -> None:
-        try:
-            await self._handle(event)
-        except asyncpg.OperatorInterventionError as exc:
-            raise DatabaseUnavailable(exc.sqlstate) from exc
-
-    async def _handle(self, event: AnyEvent) -> None:
+        # A database that is away (class 57 included) is retried by the consumer loop
+        # without limit: groundswell_runtime.db.TEMPORARY_DATABASE_ERRORS.
         if isinstance(event, SignatureCreated):
             await self._created(event)
         elif isinstance(event, SignatureConfirmed):
