@@ -33,7 +33,7 @@ from groundswell_mailer.domain.messages import EmailContent, Links, compose, sha
 from groundswell_mailer.domain.mime import MessageWriter, encode_text_header, utf8_mailbox
 from groundswell_mailer.domain.recipients import canonical_address, first_name
 from groundswell_mailer.entrypoints.handlers import SignatureHandler
-from groundswell_runtime.consumer import TRANSIENT_ERRORS
+from groundswell_runtime.consumer import TRANSIENT_ERRORS, InTransaction
 
 LINKS = Links("https://sign.example/", "https://share.example", "https://mail.example")
 CONTENT = EmailContent(
@@ -349,7 +349,7 @@ class _StartingUp:
 
 
 async def test_a_database_starting_up_is_retried_by_the_consumer_not_dead_lettered() -> None:
-    handler = SignatureHandler(_StartingUp(), MailerSettings())  # type: ignore[arg-type]
+    handler = InTransaction(_StartingUp(), SignatureHandler(MailerSettings()))  # type: ignore[arg-type]
     confirmed = SignatureConfirmed(petition_id=uuid.uuid4(), signature_id=uuid.uuid4())
     with pytest.raises(asyncpg.CannotConnectNowError) as caught:
         await handler(confirmed)

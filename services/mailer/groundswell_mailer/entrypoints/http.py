@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from groundswell_contracts.events import Unsubscribed
 from groundswell_contracts.topics import Consumer, Topic
 from groundswell_runtime.background import ConsumerLoop, cancel_and_wait, supervise
+from groundswell_runtime.consumer import InTransaction
 from groundswell_runtime.correlation import install_request_id_middleware
 from groundswell_runtime.db import close_pool, create_pool, database_reachable, migrate
 from groundswell_runtime.kafka import broker_reachable, ensure_topics
@@ -74,7 +75,7 @@ class MailerRuntime:
             settings.consumer_group,
             [Topic.SIGNATURES.value],
             settings.kafka_bootstrap_servers,
-            SignatureHandler(self.pool, settings),
+            InTransaction(self.pool, SignatureHandler(settings)),
         )
         self._tasks = {
             "outbox": asyncio.create_task(supervise("outbox", self.relay.run)),
