@@ -35,79 +35,79 @@ log = structlog.get_logger()
 
 
 class SharingHandler:
-    def __init__(self, pool: asyncpg.Pool, settings: SharingSettings) -> None:
-        self._pool = pool
+    """Applies one event inside the transaction it is given (see
+    groundswell_runtime.consumer.InTransaction: one per event, or one per batch)."""
+
+    def __init__(self, settings: SharingSettings) -> None:
         self._click_window = timedelta(hours=settings.referral_click_window_hours)
 
-    async def __call__(self, event: AnyEvent) -> None:
+    async def __call__(self, conn: asyncpg.Connection, event: AnyEvent) -> None:
         if isinstance(event, PetitionCreated | PetitionUpdated | PetitionClosed):
-            async with self._pool.acquire() as conn:
-                await repo.upsert_petition(
-                    conn, event.petition_id, event.slug, event.title, event.occurred_at
-                )
+            await repo.upsert_petition(
+                conn, event.petition_id, event.slug, event.title, event.occurred_at
+            )
         elif isinstance(event, SignatureCreated):
-            await self._created(event)
+            await self._created(conn, event)
         elif isinstance(event, SignatureConfirmed):
-            await self._confirmed(event)
+            await self._confirmed(conn, event)
         elif isinstance(event, SignatureWithdrawn | SignatureInvalidated):
-            await self._void(event)
+            await self._void(conn, event)
 
-    async def _created(self, event: SignatureCreated) -> None:
+    async def _created(self, conn: asyncpg.Connection, event: SignatureCreated) -> None:
         if event.status == "fraudulent":
             # Never counted, so neither its link nor its referral may count.
             return
         status = "counted" if event.status == "signed" else "pending"
         attributed: ReferralAttributed | None = None
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await claim_event(conn, repo.SCHEMA, event.event_id):
-                return
-            await repo.ensure_petition(
-                conn, event.petition_id, event.petition_slug, event.petition_title
-            )
-            # Held to commit: a click on this code waiting for it is either committed
-            # before (and moved below) or sees the link (clicks.py).
-            await clicks.lock_code(conn, event.share_code)
-            await repo.add_share_link(
+        if not await claim_event(conn, repo.SCHEMA, event.event_id):
+            return
+        await repo.ensure_petition(
+            conn, event.petition_id, event.petition_slug, event.petition_title
+        )
+        # Held to commit: a click on this code waiting for it is either committed
+        # before (and moved below) or sees the link (clicks.py).
+        await clicks.lock_code(conn, event.share_code)
+        await repo.add_share_link(
+            conn,
+            share_code=event.share_code,
+            signature_id=event.signature_id,
+            petition_id=event.petition_id,
+            first_name=first_name(event.name),
+            source=event.source,
+            status=status,
+            created_at=event.occurred_at,
+        )
+        waited = await clicks.attribute_pending(
+            conn, event.share_code, event.petition_id, datetime.now(UTC)
+        )
+        for channel in waited:
+            await enqueue(
                 conn,
-                share_code=event.share_code,
+                repo.SCHEMA,
+                ShareLinkClicked(
+                    petition_id=event.petition_id, share_code=event.share_code, channel=channel
+                ),
+            )
+        referrer = await self._referrer(conn, event)
+        if referrer is not None:
+            channel = await self._channel(conn, event, referrer)
+            added = await repo.add_referral(
+                conn,
                 signature_id=event.signature_id,
-                petition_id=event.petition_id,
-                first_name=first_name(event.name),
-                source=event.source,
+                referrer=referrer,
+                channel=channel,
                 status=status,
                 created_at=event.occurred_at,
             )
-            waited = await clicks.attribute_pending(
-                conn, event.share_code, event.petition_id, datetime.now(UTC)
-            )
-            for channel in waited:
-                await enqueue(
-                    conn,
-                    repo.SCHEMA,
-                    ShareLinkClicked(
-                        petition_id=event.petition_id, share_code=event.share_code, channel=channel
-                    ),
-                )
-            referrer = await self._referrer(conn, event)
-            if referrer is not None:
-                channel = await self._channel(conn, event, referrer)
-                added = await repo.add_referral(
-                    conn,
+            # Attributed when it counts: now if signed, else on confirmation.
+            if added and status == "counted":
+                attributed = ReferralAttributed(
+                    petition_id=event.petition_id,
+                    share_code=referrer.share_code,
+                    referrer_signature_id=referrer.signature_id,
                     signature_id=event.signature_id,
-                    referrer=referrer,
-                    channel=channel,
-                    status=status,
-                    created_at=event.occurred_at,
                 )
-                # Attributed when it counts: now if signed, else on confirmation.
-                if added and status == "counted":
-                    attributed = ReferralAttributed(
-                        petition_id=event.petition_id,
-                        share_code=referrer.share_code,
-                        referrer_signature_id=referrer.signature_id,
-                        signature_id=event.signature_id,
-                    )
-                    await enqueue(conn, repo.SCHEMA, attributed)
+                await enqueue(conn, repo.SCHEMA, attributed)
         if attributed is not None:
             log.info("referral_attributed", signature_id=str(event.signature_id))
 
@@ -137,27 +137,27 @@ class SharingHandler:
         )
         return recent or UNKNOWN
 
-    async def _confirmed(self, event: SignatureConfirmed) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await claim_event(conn, repo.SCHEMA, event.event_id):
-                return
-            referral = await repo.confirm_signature(conn, event.signature_id)
-            if referral is not None:
-                await enqueue(
-                    conn,
-                    repo.SCHEMA,
-                    ReferralAttributed(
-                        petition_id=referral.petition_id,
-                        share_code=referral.share_code,
-                        referrer_signature_id=referral.referrer_signature_id,
-                        signature_id=event.signature_id,
-                    ),
-                )
+    async def _confirmed(self, conn: asyncpg.Connection, event: SignatureConfirmed) -> None:
+        if not await claim_event(conn, repo.SCHEMA, event.event_id):
+            return
+        referral = await repo.confirm_signature(conn, event.signature_id)
+        if referral is not None:
+            await enqueue(
+                conn,
+                repo.SCHEMA,
+                ReferralAttributed(
+                    petition_id=referral.petition_id,
+                    share_code=referral.share_code,
+                    referrer_signature_id=referral.referrer_signature_id,
+                    signature_id=event.signature_id,
+                ),
+            )
 
-    async def _void(self, event: SignatureWithdrawn | SignatureInvalidated) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await claim_event(conn, repo.SCHEMA, event.event_id):
-                return
-            voided = await repo.void_signature(conn, event.signature_id)
+    async def _void(
+        self, conn: asyncpg.Connection, event: SignatureWithdrawn | SignatureInvalidated
+    ) -> None:
+        if not await claim_event(conn, repo.SCHEMA, event.event_id):
+            return
+        voided = await repo.void_signature(conn, event.signature_id)
         if voided:
             log.info("referral_voided", signature_id=str(event.signature_id))

@@ -19,6 +19,7 @@ from fastapi.responses import RedirectResponse
 from groundswell_contracts.topics import Consumer, Topic
 from groundswell_runtime.background import ConsumerLoop, cancel_and_wait, supervise
 from groundswell_runtime.client_address import client_address
+from groundswell_runtime.consumer import InTransaction
 from groundswell_runtime.correlation import install_request_id_middleware
 from groundswell_runtime.db import close_pool, create_pool, database_reachable, migrate
 from groundswell_runtime.kafka import broker_reachable, ensure_topics
@@ -93,7 +94,7 @@ class SharingRuntime:
             settings.consumer_group,
             [Topic.PETITIONS.value, Topic.SIGNATURES.value],
             settings.kafka_bootstrap_servers,
-            SharingHandler(self.pool, settings),
+            InTransaction(self.pool, SharingHandler(settings)),
         )
         self._tasks = {
             "outbox": asyncio.create_task(supervise("outbox", self.relay.run)),
