@@ -120,15 +120,19 @@ class SignatureWriter:
         self._ready = asyncio.Event()
         self._last_prune = 0.0
 
-    async def submit(self, attempt: Attempt) -> Result:
+    def overloaded(self, now: float | None = None) -> bool:
+        """The queue is too long, or its oldest request has waited too long."""
         queue = self._queue
-        if queue and (
-            len(queue) >= self._max_queue
-            or attempt.queued_at - queue[0].queued_at > self._max_queue_age
-        ):
+        if not queue:
+            return False
+        waited = (time.monotonic() if now is None else now) - queue[0].queued_at
+        return len(queue) >= self._max_queue or waited > self._max_queue_age
+
+    async def submit(self, attempt: Attempt) -> Result:
+        if self.overloaded(attempt.queued_at):
             SHED.inc()
             raise Overloaded()
-        queue.append(attempt)
+        self._queue.append(attempt)
         self._ready.set()
         return await attempt.future
 

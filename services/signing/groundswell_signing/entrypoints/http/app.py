@@ -32,6 +32,7 @@ from groundswell_signing.entrypoints.http.admin_auth import AdminAuthThrottle
 from groundswell_signing.entrypoints.http.errors import install_error_handlers
 from groundswell_signing.entrypoints.http.limits import BodySizeLimit
 from groundswell_signing.entrypoints.http.security import SecurityHeaders, UnexpectedErrors
+from groundswell_signing.entrypoints.http.shedding import ShedWhenBusy
 from groundswell_signing.migrations import MIGRATIONS
 from groundswell_signing.service_layer.group_commit import SignatureWriter
 from groundswell_signing.service_layer.petitions import PetitionCache
@@ -149,6 +150,7 @@ def create_app(settings: SigningSettings) -> FastAPI:
     # Outside the body limit (whose own exception it must not swallow): what no handler
     # claimed becomes a logged 500, with the request id still bound.
     app.add_middleware(UnexpectedErrors)
+    app.add_middleware(ShedWhenBusy, overloaded=lambda: app.state.writer.overloaded())
     app.add_middleware(SecurityHeaders)  # outermost: every answer, 413s and 500s included
     app.include_router(api.router)
     app.include_router(admin.router)

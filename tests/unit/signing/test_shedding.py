@@ -1,0 +1,78 @@
+"""Over capacity: refused at once with 503 and Retry-After, before any work is done."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from groundswell_signing.entrypoints.http.shedding import ShedWhenBusy
+from groundswell_signing.service_layer.group_commit import Attempt, Overloaded, SignatureWriter
+
+
+def attempt() -> Attempt:
+    return Attempt(
+        row={},
+        petition=SimpleNamespace(),  # type: ignore[arg-type]
+        hits=[],
+        confirmation_token=None,
+        withdraw_token="t",
+        correlation_id=None,
+        now=datetime.now(UTC),
+    )
+
+
+def stuck_writer(**limits: Any) -> SignatureWriter:
+    # Never run: nothing drains the queue, as when every writer is busy committing.
+    return SignatureWriter(None, flag_over_limit=False, **limits)  # type: ignore[arg-type]
+
+
+async def test_a_full_queue_refuses_the_next_attempt() -> None:
+    writer = stuck_writer(max_queue=2, max_queue_age=60)
+    waiting = [asyncio.ensure_future(writer.submit(attempt())) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert writer.overloaded()
+    with pytest.raises(Overloaded):
+        await writer.submit(attempt())
+    for task in waiting:
+        task.cancel()
+
+
+async def test_an_old_queue_refuses_the_next_attempt() -> None:
+    writer = stuck_writer(max_queue=1000, max_queue_age=0.01)
+    waiting = asyncio.ensure_future(writer.submit(attempt()))
+    await asyncio.sleep(0.02)
+    with pytest.raises(Overloaded):
+        await writer.submit(attempt())
+    waiting.cancel()
+
+
+async def test_signing_requests_are_refused_before_the_app_sees_them() -> None:
+    app = FastAPI()
+    seen: list[str] = []
+
+    @app.post("/api/petitions/{slug}/signatures")
+    async def sign(slug: str) -> dict[str, str]:
+        seen.append(slug)
+        return {}
+
+    @app.get("/p/{slug}")
+    async def page(slug: str) -> dict[str, str]:
+        return {}
+
+    writer = stuck_writer(max_queue=1, max_queue_age=60)
+    shed = ShedWhenBusy(app, overloaded=writer.overloaded)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=shed), base_url="http://t") as c:
+        assert (await c.post("/api/petitions/a/signatures")).status_code == 200
+        waiting = asyncio.ensure_future(writer.submit(attempt()))
+        await asyncio.sleep(0)
+        refused = await c.post("/api/petitions/b/signatures")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert "nothing was recorded" in refused.json()["detail"]
+        assert (await c.get("/p/b")).status_code == 200  # only signing is shed
+        waiting.cancel()
+    assert seen == ["a"]
