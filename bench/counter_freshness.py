@@ -181,12 +181,17 @@ async def run(args: argparse.Namespace, infra: Infra, run_dir: Path) -> None:
 
                 await eventually(served, 30, path)
 
-            cpu_before, wall_before = cpu_seconds(worker.pid), time.perf_counter()
-            load_before = os.getloadavg()
             stop = asyncio.Event()
             pollers = [
                 asyncio.create_task(poll(http, p, args.poll_ms / 1000, stop)) for p in probes
             ]
+            # What the worker spends with the pollers and nothing to count: subtracted
+            # below to give the CPU each event costs.
+            idle_cpu, idle_wall = cpu_seconds(worker.pid), time.perf_counter()
+            await asyncio.sleep(args.idle_seconds)
+            idle = (cpu_seconds(worker.pid) - idle_cpu) / (time.perf_counter() - idle_wall)
+            cpu_before, wall_before = cpu_seconds(worker.pid), time.perf_counter()
+            load_before = os.getloadavg()
             achieved = await publish(infra.kafka_bootstrap, topics, probes, args.rate, args.seconds)
             published = sum(len(p.published_at) for p in probes)
 
@@ -197,7 +202,9 @@ async def run(args: argparse.Namespace, infra: Infra, run_dir: Path) -> None:
                 await eventually(all_seen, 30, "the last signatures")
             stop.set()
             requests = sum(await asyncio.gather(*pollers))
-            cpu = (cpu_seconds(worker.pid) - cpu_before) / (time.perf_counter() - wall_before)
+            cpu_used = cpu_seconds(worker.pid) - cpu_before
+            wall = time.perf_counter() - wall_before
+            cpu = cpu_used / wall
             load_after = os.getloadavg()
 
         warmup = args.rate * args.warmup_seconds
@@ -225,7 +232,11 @@ async def run(args: argparse.Namespace, infra: Infra, run_dir: Path) -> None:
             f"petitions, target {args.rate:.0f}/s, achieved {achieved:.0f}/s; "
             f"polling every {args.poll_ms} ms per petition ({requests} requests)"
         )
-        print(f"worker CPU: {cpu:.0%} of one core during the run")
+        print(
+            f"worker CPU: {cpu:.0%} of one core during the run ({idle:.0%} idle with the "
+            f"pollers); per event {cpu_used / published * 1000:.3f} ms, "
+            f"{(cpu_used - idle * wall) / published * 1000:.3f} ms net of the idle cost"
+        )
         if latencies:
             ms = {
                 name: value * 1000
@@ -256,6 +267,9 @@ def main() -> None:
     parser.add_argument("--warmup-seconds", type=float, default=5)
     parser.add_argument("--petitions", type=int, default=4)
     parser.add_argument("--poll-ms", type=int, default=20)
+    parser.add_argument(
+        "--idle-seconds", type=float, default=5, help="worker CPU measured idle, pollers on"
+    )
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="counter-bench-"))
     run_dir.chmod(0o755)  # the database runs as the postgres user when we are root

@@ -41,9 +41,17 @@ class CounterSettings(ServiceSettings):
     batch_max_events: int = Field(500, ge=1)
     batch_max_wait_seconds: float = Field(0.05, gt=0)
     producer_linger_seconds: float = Field(0.005, ge=0)
+    # The public count (snapshots, JSON, live stream) names at most this many signer-
+    # chosen `source` codes, the largest, and sums the rest under "other": signers pick
+    # the code, so without a cap one petition's document could grow without bound.
+    public_source_limit: int = Field(20, ge=1)
     # At most one live-stream event per petition per listener this often.
     stream_min_interval_seconds: float = Field(0.25, ge=0)
     stream_heartbeat_seconds: float = Field(15.0, gt=0)
+    # A live stream asked for a petition the counts view has not met yet waits this
+    # long for it before answering 404: a petition's first snapshot arrives a fraction
+    # of a second after its creation, and a 404 ends a browser's EventSource for good.
+    stream_unknown_wait_seconds: float = Field(5.0, ge=0)
     cache_max_age_seconds: int = Field(2, ge=0)
     cache_stale_while_revalidate_seconds: int = Field(30, ge=0)
     # faust's data directory. The in-memory table store writes nothing there, but faust

@@ -6,12 +6,13 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-from groundswell_contracts.events import PetitionCountChanged
-from groundswell_counter.adapters.counts_view import CountsView
+from groundswell_contracts.events import PetitionCountChanged, encode
+from groundswell_counter.adapters.counts_view import VIEW_SNAPSHOTS, CountsView
 from groundswell_counter.config import CounterSettings
 from groundswell_counter.entrypoints.http import count_events, create_http_app
 
@@ -33,7 +34,11 @@ def snapshot(petition: uuid.UUID, signatures: int, slug: str = "owls") -> Petiti
 
 @pytest.fixture
 def settings() -> CounterSettings:
-    return CounterSettings(stream_min_interval_seconds=0.05, stream_heartbeat_seconds=0.2)
+    return CounterSettings(
+        stream_min_interval_seconds=0.05,
+        stream_heartbeat_seconds=0.2,
+        stream_unknown_wait_seconds=0.2,
+    )
 
 
 @pytest.fixture
@@ -212,3 +217,57 @@ async def test_a_known_petition_is_streamed_by_the_lean_handler_until_the_client
     assert headers[b"access-control-allow-origin"] == b"*"
     assert headers[b"x-request-id"] == b"abc-1"
     assert json.loads(sent[2]["body"].split(b"data: ", 1)[1])["signatures"] == 3
+
+
+async def test_a_stream_asked_for_before_its_petition_is_known_waits_for_it(
+    settings: CounterSettings, view: CountsView
+) -> None:
+    # A page opened as soon as its petition was created: a 404 here would end the
+    # browser's EventSource, and retrying SSE clients would come back ~3 s later.
+    settings = settings.model_copy(update={"stream_unknown_wait_seconds": 5.0})
+    app = create_http_app(settings, view, {})
+    sent: list[dict[str, Any]] = []
+    left = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message.get("body", b"").startswith(b"event: count"):
+            left.set()
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/petitions/brand-new/count/stream",
+        "headers": [],
+        "query_string": b"",
+    }
+    serving = asyncio.create_task(app(scope, receive, send))
+    await asyncio.sleep(0.05)
+    assert sent == []  # nothing answered yet: no 404 for a petition about to appear
+    view.apply(snapshot(uuid.uuid4(), 1, slug="brand-new"))
+    await asyncio.wait_for(serving, 2)
+    assert sent[0]["status"] == 200
+    assert json.loads(sent[2]["body"].split(b"data: ", 1)[1])["signatures"] == 1
+    assert view._slug_waiters == {}  # nothing left behind
+
+
+async def test_a_stream_for_a_petition_that_never_appears_is_a_404_after_the_wait(
+    client: httpx.AsyncClient, view: CountsView
+) -> None:
+    response = await client.get("/api/petitions/never/count/stream")
+    assert response.status_code == 404 and "never" in response.json()["detail"]
+    assert view._slug_waiters == {}
+
+
+async def test_a_snapshot_record_read_again_is_not_decoded_again(view: CountsView) -> None:
+    record = SimpleNamespace(
+        key=b"k", value=encode(snapshot(uuid.uuid4(), 4)), partition=0, offset=0
+    )
+    before = VIEW_SNAPSHOTS._value.get()
+    view.apply_records([record, record])  # type: ignore[list-item]
+    assert VIEW_SNAPSHOTS._value.get() - before == 1
+    assert view.by_slug("owls") is not None

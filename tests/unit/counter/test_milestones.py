@@ -69,3 +69,47 @@ def test_milestone_event_id_is_deterministic_per_petition_and_threshold() -> Non
     assert milestone_event_id(petition, 1_000) == uuid.uuid5(petition, "1000")
     assert milestone_event_id(petition, 1_000) != milestone_event_id(petition, 10_000)
     assert milestone_event_id(petition, 1_000) != milestone_event_id(uuid.uuid4(), 1_000)
+
+
+def test_the_fast_path_agrees_with_progress_on_every_record() -> None:
+    """`_with_milestones` skips `progress` when nothing is due: it must never skip a hit,
+    a goal raise or anything else `progress` would change."""
+    import random
+    from dataclasses import replace
+
+    from groundswell_counter.domain.milestones import MilestonePolicy
+    from groundswell_counter.domain.processing import PetitionRecord, _with_milestones
+    from groundswell_counter.domain.tally import Tally
+
+    rng = random.Random(13)
+    policy = MilestonePolicy(default_thresholds=(5, 10, 20))
+    for _ in range(20_000):
+        signatures = rng.randrange(0, 30)
+        thresholds = tuple(sorted(rng.sample(range(0, 25), rng.randrange(0, 4))))
+        goal = rng.choice([None, 0, *range(1, 30)])
+        auto_raise = rng.random() < 0.5
+        # Reached: what an earlier, smaller count would have left (or arbitrary values).
+        earlier = progress(
+            rng.randrange(0, signatures + 1),
+            thresholds=thresholds or policy.default_thresholds,
+            goal=goal,
+            auto_raise_goal=auto_raise,
+            reached=(),
+        )
+        record = PetitionRecord(
+            uuid.uuid4(),
+            tally=Tally(signatures=signatures),
+            goal=earlier.goal if rng.random() < 0.8 else goal,
+            thresholds=thresholds,
+            auto_raise_goal=auto_raise,
+            reached=earlier.reached,
+        )
+        full = progress(
+            signatures,
+            thresholds=thresholds or policy.default_thresholds,
+            goal=record.goal,
+            auto_raise_goal=auto_raise,
+            reached=record.reached,
+        )
+        expected = replace(record, goal=full.goal, reached=full.reached)
+        assert _with_milestones(record, policy) == (expected, full.hits), record

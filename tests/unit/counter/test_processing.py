@@ -45,6 +45,7 @@ from groundswell_counter.domain.processing import (
     SignatureRecord,
     Source,
     delivery,
+    from_lost_log,
     petition_key,
     process,
     signature_key,
@@ -461,3 +462,25 @@ def test_counts_are_exact_through_duplicates_and_crashes(seed: int) -> None:
     # event id), and exactly the ones a clean run announces.
     assert set(worker.announced) == set(clean.announced)
     assert len(clean.announced) == len(set(clean.announced))
+
+
+@pytest.mark.parametrize(
+    ("offset", "timestamp", "highwater", "applied", "lost"),
+    [
+        (3, 1.0, 10, (5, 2.0), False),  # an ordinary replay
+        (5, 2.0, 10, (5, 2.0), False),  # the watermark's own record, read again
+        (5, 2.0, None, (5, 2.0), False),  # no high-water mark known yet
+        (5, None, 10, (5, 2.0), False),  # no timestamp to compare
+        (5, 2.0, 10, (5, None), False),  # a watermark written before timestamps
+        (0, 9.0, 2, (5, 2.0), True),  # the log is shorter than what was applied from it
+        (5, 9.0, 10, (5, 2.0), True),  # another record at the watermark's offset
+    ],
+)
+def test_a_replay_from_a_lost_log_is_recognised(
+    offset: int,
+    timestamp: float | None,
+    highwater: int | None,
+    applied: tuple[int, float | None],
+    lost: bool,
+) -> None:
+    assert from_lost_log(offset, timestamp, highwater, *applied) is lost

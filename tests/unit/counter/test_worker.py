@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 from groundswell_contracts.events import (
+    PetitionCountChanged,
     PetitionCreated,
     SignatureCreated,
     SignatureWithdrawn,
     encode,
+    parse_event,
 )
 from groundswell_contracts.headers import DLQ_ERROR
 from groundswell_counter.config import CounterSettings
@@ -80,6 +82,7 @@ class Partition:
             key=key,
             value=value,
             headers=[],
+            timestamp=1_700_000_000.0 + len(self.records) / 1000,
         )
         self.records.append(record)
         return record
@@ -118,6 +121,8 @@ def counter(
         return signatures.records[start:end]
 
     monkeypatch.setattr(worker_module, "fetch_records", fetch_records)
+    # The high-water mark of the log the records come from, as a Fetch reports it.
+    monkeypatch.setattr(worker, "_highwater", lambda topic, partition: len(signatures.records))
     worker.fetched = fetched  # type: ignore[attr-defined]
     yield worker
 
@@ -224,3 +229,84 @@ async def test_petitions_topic_events_set_the_slug_and_goal(
     record = counter._petition(petition)
     assert record is not None and (record.slug, record.goal) == ("owls", 10)
     assert "o:petitions:0" in producer.changelog_keys()
+
+
+async def test_item13_snapshots_cap_sources_while_the_record_keeps_them_all(
+    counter: CounterWorker, signatures: Partition, producer: FakeProducer
+) -> None:
+    petition = uuid.uuid4()
+    records = []
+    for i in range(25):
+        event = SignatureCreated(
+            petition_id=petition,
+            signature_id=uuid.uuid4(),
+            petition_slug="owls",
+            petition_title="Owls",
+            status="signed",
+            email="someone@example.org",
+            name="Someone",
+            contact_consent=False,
+            country="GB",
+            source=f"code-{i:02}",
+            share_code="c",
+            withdraw_token="w",
+        )
+        records.append(signatures.append(encode(event)))
+    await counter.apply_batch(delivered(*records))
+    await counter._publish_dirty()
+    [published] = [
+        parse_event(value or b"")
+        for topic, _, value, _ in producer.sent
+        if topic == PREFIX + "counts"
+    ]
+    assert isinstance(published, PetitionCountChanged)
+    assert len(published.by_source) == 21 and published.by_source["other"] == 5
+    record = counter._petition(petition)
+    assert record is not None and len(record.tally.by_source) == 25  # exact inside
+
+
+class Rebuild(Exception):
+    """Stands in for the worker's exit-to-rebuild in these tests."""
+
+
+async def test_after_the_broker_lost_its_log_new_records_are_never_skipped_as_replays(
+    counter: CounterWorker, signatures: Partition, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9: watermarks of a lost log must not make the new log's records replays."""
+
+    def rebuild() -> None:
+        raise Rebuild
+
+    monkeypatch.setattr(worker_module, "_exit_to_rebuild", rebuild)
+    petition = uuid.uuid4()
+    old_log = [signatures.append(created(petition)) for _ in range(6)]
+    await counter.apply_batch(delivered(*old_log))
+    await counter.apply_batch(delivered(old_log[4], old_log[5]))  # a replay: skipped
+    record = counter._petition(petition)
+    assert record is not None and record.tally.signatures == 6
+
+    # The broker comes back empty; the replay publishes two signatures at offsets 0, 1.
+    signatures.records.clear()
+    new_log = [signatures.append(created(petition)) for _ in range(2)]
+    with pytest.raises(Rebuild):
+        await counter.apply_batch(delivered(new_log[0]))
+
+
+async def test_a_new_log_longer_than_the_lost_one_is_recognised_at_the_watermark(
+    counter: CounterWorker, signatures: Partition, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def rebuild() -> None:
+        raise Rebuild
+
+    monkeypatch.setattr(worker_module, "_exit_to_rebuild", rebuild)
+    petition = uuid.uuid4()
+    await counter.apply_batch(delivered(*(signatures.append(created(petition)) for _ in range(3))))
+    # A new log that already outgrew the old one: its high-water mark proves nothing,
+    # but its record at the watermark's offset is not the one applied (its timestamp).
+    signatures.records.clear()
+    new_log = [signatures.append(created(petition)) for _ in range(8)]
+    for record in new_log:
+        record.timestamp += 3600
+    await counter.apply_batch(delivered(new_log[0], new_log[1]))  # inconclusive: skipped
+    with pytest.raises(Rebuild):
+        await counter.apply_batch(delivered(new_log[2]))

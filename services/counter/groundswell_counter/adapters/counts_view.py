@@ -23,6 +23,8 @@ from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ValidationError
 
 from groundswell_counter.adapters.kafka_reads import FETCH_MAX_WAIT_MS
+from groundswell_counter.adapters.snapshots import DEFAULT_SOURCE_LIMIT
+from groundswell_counter.domain.tally import top_buckets
 
 log = structlog.get_logger()
 
@@ -56,15 +58,18 @@ class CountEntry:
     etag: str
 
 
-def render(snapshot: PetitionCountChanged) -> CountEntry:
+def render(snapshot: PetitionCountChanged, source_limit: int = DEFAULT_SOURCE_LIMIT) -> CountEntry:
+    """The public document of a snapshot. `by_source` is capped here too, so that a
+    snapshot from a worker that did not cap it (an older version) stays bounded."""
+    # model_construct: the snapshot has just been validated, once is enough.
     body = (
-        CountDocument(
+        CountDocument.model_construct(
             slug=snapshot.slug,
             signatures=snapshot.signatures,
             pending=snapshot.pending,
             by_area=snapshot.by_area,
             by_country=snapshot.by_country,
-            by_source=snapshot.by_source,
+            by_source=top_buckets(snapshot.by_source, source_limit),
             by_referral=snapshot.by_referral,
             milestones=snapshot.milestones,
             goal=snapshot.goal,
@@ -78,12 +83,21 @@ def render(snapshot: PetitionCountChanged) -> CountEntry:
 
 
 class CountsView:
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, source_limit: int = DEFAULT_SOURCE_LIMIT
+    ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
+        self._source_limit = source_limit
+        # A digest of each petition's last snapshot record: the same record read again
+        # (a worker republishes every petition it owns after a recovery or a
+        # rebalance) is recognised without being decoded and rendered again.
+        self._last_digest: dict[bytes, bytes] = {}
         self._by_id: dict[UUID, CountEntry] = {}
         self._id_by_slug: dict[str, UUID] = {}
         self._changed: dict[UUID, asyncio.Future[None]] = {}
+        # Listeners waiting for a slug the view has not met yet (see `wait_for_slug`).
+        self._slug_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._caught_up = False
 
     # --- reading --------------------------------------------------------------
@@ -113,10 +127,33 @@ class CountsView:
             self._changed[petition_id] = future
         return future
 
+    async def wait_for_slug(self, slug: str, within: float) -> CountEntry | None:
+        """The slug's entry, waiting up to `within` seconds for it to appear.
+
+        A petition page opened as soon as the petition is created asks for its live
+        stream before the petition's first snapshot has reached this view (~0.1-0.3 s
+        later). Answering 404 there ends the browser's EventSource for good, and SSE
+        clients that do retry come back only after their ~3 s retry delay: that was the
+        3.4-3.7 s wait before a new petition's first signature showed.
+        """
+        entry = self.by_slug(slug)
+        if entry is not None or within <= 0:
+            return entry
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self._slug_waiters.setdefault(slug, set())
+        waiters.add(waiter)
+        try:
+            await asyncio.wait({waiter}, timeout=within)
+        finally:
+            waiters.discard(waiter)
+            if not waiters and self._slug_waiters.get(slug) is waiters:
+                del self._slug_waiters[slug]
+        return self.by_slug(slug)
+
     # --- updating -------------------------------------------------------------
 
     def apply(self, snapshot: PetitionCountChanged) -> None:
-        entry = render(snapshot)
+        entry = render(snapshot, self._source_limit)
         previous = self._by_id.get(snapshot.petition_id)
         if previous is not None and previous.etag == entry.etag:
             return
@@ -125,6 +162,9 @@ class CountsView:
         self._by_id[snapshot.petition_id] = entry
         if entry.slug:
             self._id_by_slug[entry.slug] = snapshot.petition_id
+            for waiter in self._slug_waiters.pop(entry.slug, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
         VIEW_PETITIONS.set(len(self._by_id))
         future = self._changed.pop(snapshot.petition_id, None)
         if future is not None and not future.done():
@@ -132,8 +172,14 @@ class CountsView:
 
     def apply_records(self, records: Iterable[ConsumerRecord[bytes, bytes]]) -> None:
         for record in records:
+            raw = record.value or b""
+            if record.key is not None:
+                digest = hashlib.blake2b(raw, digest_size=16).digest()
+                if self._last_digest.get(record.key) == digest:
+                    continue
+                self._last_digest[record.key] = digest
             try:
-                event = parse_event(record.value or b"")
+                event = parse_event(raw)
             except ValidationError:
                 log.warning(
                     "count_snapshot_unreadable", partition=record.partition, offset=record.offset

@@ -32,7 +32,9 @@ applied per source partition (its watermark). A record at or below it is a repla
 and is skipped without being read; a record beyond the next one means records were
 skipped over, and they are read back and applied first (`delivery`). This relies on
 nothing but Kafka's order within a partition, which faust does not always preserve
-around a rebalance.
+around a rebalance. Watermarks are only good for the log they were taken from: a
+replayed record that shows the broker lost that log (`from_lost_log`) stops the
+worker, whose restart rebuilds everything from what the new log holds.
 """
 
 from __future__ import annotations
@@ -170,6 +172,33 @@ def delivery(offset: int, applied_upto: int | None) -> Delivery:
     return Delivery.GAP
 
 
+def from_lost_log(
+    offset: int,
+    timestamp: float | None,
+    highwater: int | None,
+    applied_upto: int,
+    applied_timestamp: float | None,
+) -> bool:
+    """True when a record at or below the watermark cannot belong to the log the
+    watermark was taken from: the broker lost the partition and started it again.
+
+    A Kafka log only grows, so the high-water mark of the log a record is read from
+    is above every offset ever applied from it; and the record at the watermark's own
+    offset is the one applied, with the same timestamp. A broker restarted empty
+    (the local broker keeps everything in memory; a lost cluster) breaks one or the
+    other as soon as the new log is read from its start. Its records must then be
+    counted, not skipped as replays: the state built from the lost log has to go.
+    """
+    if highwater is not None and highwater <= applied_upto:
+        return True
+    return (
+        offset == applied_upto
+        and timestamp is not None
+        and applied_timestamp is not None
+        and timestamp != applied_timestamp
+    )
+
+
 def signature_key(signature_id: UUID) -> str:
     return f"s:{signature_id}"
 
@@ -254,8 +283,9 @@ def _signature_step(
         )
     base = petition or PetitionRecord(event.petition_id)
     slug = event.petition_slug if isinstance(event, SignatureCreated) else None
-    updated = _touched(base, at, now, slug=base.slug or slug)
-    updated = replace(updated, tally=base.tally.moved(before, after, facts.origin))
+    updated = _touched(
+        base, at, now, slug=base.slug or slug, tally=base.tally.moved(before, after, facts.origin)
+    )
     updated, hits = _with_milestones(updated, policy)
     return Step(Outcome.APPLIED, signature=new_signature, petition=updated, milestones=hits)
 
@@ -282,21 +312,52 @@ def _petition_step(
 
 
 def _touched(
-    record: PetitionRecord, at: Position, now: datetime, *, slug: str | None
+    record: PetitionRecord,
+    at: Position,
+    now: datetime,
+    *,
+    slug: str | None,
+    tally: Tally | None = None,
 ) -> PetitionRecord:
-    return replace(
-        record,
+    # One constructor call rather than dataclasses.replace: this runs for every event.
+    return PetitionRecord(
+        petition_id=record.petition_id,
         partition=at.partition,
         slug=slug,
+        tally=record.tally if tally is None else tally,
+        goal=record.goal,
+        requested_goal=record.requested_goal,
+        thresholds=record.thresholds,
+        auto_raise_goal=record.auto_raise_goal,
+        reached=record.reached,
         applied={**record.applied, at.source.value: at.offset},
         version=record.version + 1,
         updated_at=now,
     )
 
 
+def _nothing_due(record: PetitionRecord, policy: MilestonePolicy) -> bool:
+    """True when `progress` would leave the record as it is: no threshold or goal is
+    newly reached, and no reached goal waits to be raised. Checked first because it is
+    the answer for almost every event, and far cheaper than `progress`."""
+    signatures = record.tally.signatures
+    reached = record.reached
+    for threshold in record.thresholds or policy.default_thresholds:
+        if 0 < threshold <= signatures and threshold not in reached:
+            return False
+    goal = record.goal
+    return not (
+        goal is not None
+        and 0 < goal <= signatures
+        and (record.auto_raise_goal or goal not in reached)
+    )
+
+
 def _with_milestones(
     record: PetitionRecord, policy: MilestonePolicy
 ) -> tuple[PetitionRecord, tuple[MilestoneHit, ...]]:
+    if _nothing_due(record, policy):
+        return record, ()
     result = progress(
         record.tally.signatures,
         thresholds=record.thresholds or policy.default_thresholds,

@@ -10,7 +10,7 @@ confirmations, withdrawals, invalidations and events that arrive out of order.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, assert_never
 
@@ -83,20 +83,33 @@ class SignatureFacts:
         return SignatureClass.PENDING
 
 
+_NO_FACTS = SignatureFacts()
+
+
 def learn(facts: SignatureFacts | None, event: SignatureEvent) -> SignatureFacts:
     """The facts after `event`; equal to `facts` when the event teaches nothing new."""
-    known = facts if facts is not None else SignatureFacts()
+    # Plain constructors rather than dataclasses.replace: this runs for every event,
+    # and replace() costs several times as much (it inspects the fields each call).
+    known = facts if facts is not None else _NO_FACTS
     match event:
         case SignatureCreated():
             if known.created_as is not None:
                 return known  # a duplicate or a republish
-            return replace(known, created_as=event.status, origin=Origin.of(event))
+            return SignatureFacts(
+                event.status, Origin.of(event), known.confirmed, known.excluded_by
+            )
         case SignatureConfirmed():
-            return known if known.confirmed else replace(known, confirmed=True)
+            if known.confirmed:
+                return known
+            return SignatureFacts(known.created_as, known.origin, True, known.excluded_by)
         case SignatureWithdrawn():
-            return known if known.excluded_by else replace(known, excluded_by="withdrawn")
+            if known.excluded_by:
+                return known
+            return SignatureFacts(known.created_as, known.origin, known.confirmed, "withdrawn")
         case SignatureInvalidated():
-            return known if known.excluded_by else replace(known, excluded_by="invalidated")
+            if known.excluded_by:
+                return known
+            return SignatureFacts(known.created_as, known.origin, known.confirmed, "invalidated")
         case _:
             assert_never(event)
 
@@ -129,25 +142,75 @@ class Tally:
         return self._with(before, -1, origin)._with(after, +1, origin)
 
     def _with(self, cls: SignatureClass, delta: int, origin: Origin | None) -> Tally:
+        # Constructors rather than dataclasses.replace: see `learn`.
         match cls:
             case SignatureClass.UNKNOWN | SignatureClass.FRAUDULENT:
                 return self
             case SignatureClass.PENDING:
-                return replace(self, pending=self.pending + delta)
+                return Tally(
+                    self.signatures,
+                    self.pending + delta,
+                    self.withdrawn,
+                    self.invalidated,
+                    self.by_area,
+                    self.by_country,
+                    self.by_source,
+                    self.by_referral,
+                )
             case SignatureClass.WITHDRAWN:
-                return replace(self, withdrawn=self.withdrawn + delta)
+                return Tally(
+                    self.signatures,
+                    self.pending,
+                    self.withdrawn + delta,
+                    self.invalidated,
+                    self.by_area,
+                    self.by_country,
+                    self.by_source,
+                    self.by_referral,
+                )
             case SignatureClass.INVALIDATED:
-                return replace(self, invalidated=self.invalidated + delta)
+                return Tally(
+                    self.signatures,
+                    self.pending,
+                    self.withdrawn,
+                    self.invalidated + delta,
+                    self.by_area,
+                    self.by_country,
+                    self.by_source,
+                    self.by_referral,
+                )
             case SignatureClass.COUNTED:
                 # Only a created signature can be counted, and creation sets the origin.
                 assert origin is not None, "a counted signature always has an origin"
-                return replace(
-                    self,
-                    signatures=self.signatures + delta,
-                    by_area=_moved(self.by_area, origin.area, delta),
-                    by_country=_moved(self.by_country, origin.country, delta),
-                    by_source=_moved(self.by_source, origin.source, delta),
-                    by_referral=_moved(self.by_referral, origin.referral, delta),
+                return Tally(
+                    self.signatures + delta,
+                    self.pending,
+                    self.withdrawn,
+                    self.invalidated,
+                    _moved(self.by_area, origin.area, delta),
+                    _moved(self.by_country, origin.country, delta),
+                    _moved(self.by_source, origin.source, delta),
+                    _moved(self.by_referral, origin.referral, delta),
                 )
             case _:
                 assert_never(cls)
+
+
+OTHER_SOURCES = "other"
+
+
+def top_buckets(buckets: Mapping[str, int], limit: int) -> dict[str, int]:
+    """The `limit` largest buckets, and the rest summed under "other".
+
+    Signers choose their `source`, so a petition can gather any number of them; the
+    public count keeps its size bounded this way. Ties go by name so that every
+    worker renders the same document. A source literally named "other" is merged
+    with the remainder.
+    """
+    if len(buckets) <= limit:
+        return dict(buckets)
+    ranked = sorted(buckets.items(), key=lambda item: (-item[1], item[0]))
+    kept = {name: count for name, count in ranked[:limit] if name != OTHER_SOURCES}
+    rest = sum(count for name, count in buckets.items() if name not in kept)
+    kept[OTHER_SOURCES] = rest
+    return kept

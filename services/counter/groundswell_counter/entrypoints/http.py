@@ -164,8 +164,10 @@ def _stream_headers() -> list[tuple[str, str]]:
 
 
 class LiveCountStreams:
-    """Serves `GET /api/petitions/{slug}/count/stream` for known petitions; passes
-    everything else to the FastAPI app."""
+    """Serves `GET /api/petitions/{slug}/count/stream` for known petitions, and for a
+    petition the view meets within `stream_unknown_wait_seconds` of the request (a page
+    opened as soon as its petition was created); passes everything else, unknown
+    petitions included, to the FastAPI app."""
 
     def __init__(self, app: ASGIApp, view: CountsView, settings: CounterSettings) -> None:
         self.app = app
@@ -178,7 +180,13 @@ class LiveCountStreams:
             if scope["type"] == "http" and scope["method"] == "GET"
             else None
         )
-        entry = self._view.by_slug(unquote(match["slug"])) if match else None
+        entry = (
+            await self._view.wait_for_slug(
+                unquote(match["slug"]), self._settings.stream_unknown_wait_seconds
+            )
+            if match
+            else None
+        )
         if entry is None:
             await self.app(scope, receive, send)
             return

@@ -18,13 +18,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 from uuid import UUID
 
 import faust
 import mode
 import structlog
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
+from faust.exceptions import ConsumerNotStarted
+from faust.types import TP
 from groundswell_contracts.events import (
     TOPIC_OF,
     SignatureConfirmed,
@@ -66,6 +69,7 @@ from groundswell_counter.domain.processing import (
     SignatureRecord,
     Source,
     delivery,
+    from_lost_log,
     petition_key,
     process,
     signature_key,
@@ -99,10 +103,22 @@ GAP_READ_CHUNK = 5_000  # records read back at once when faust skipped some
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: restart me; the restart replays from the last commit
 
 
+# A watermark: the offset of the last record applied from a source partition, and
+# that record's timestamp (seconds, as faust gives it; None when unknown).
+_Mark = tuple[int, float | None]
+
+# Compact JSON, as faust's own serializer would write it; one encoder for every record
+# (json.dumps with separators builds a new encoder per call).
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 @dataclass
 class _Batch:
+    # One clock reading per batch: `updated_at` of every petition the batch changes.
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
     petitions: dict[UUID, PetitionRecord] = field(default_factory=dict)
-    watermarks: dict[tuple[Source, int], int] = field(default_factory=dict)
+    # (offset, timestamp) of the last record applied per source partition.
+    watermarks: dict[tuple[Source, int], _Mark] = field(default_factory=dict)
     writes: list[asyncio.Future[Any]] = field(default_factory=list)
 
 
@@ -157,7 +173,7 @@ class CounterWorker:
         # Decoded records of the partitions this worker owns. The table stays the
         # truth, so both are dropped whenever partitions move.
         self._petitions: dict[UUID, PetitionRecord] = {}
-        self._watermarks: dict[tuple[Source, int], int | None] = {}
+        self._watermarks: dict[tuple[Source, int], _Mark | None] = {}
         self.recovered = False
 
         self.app.agent(self.source, name="count")(self._count)
@@ -200,19 +216,38 @@ class CounterWorker:
                 petition_key(record.petition_id), petition_to_json(record), record.partition, batch
             )
             self._petitions[record.petition_id] = record
-        for (source, partition), offset in batch.watermarks.items():
-            await self._put(watermark_key(source, partition), {"offset": offset}, partition, batch)
+        for (source, partition), (offset, stamp) in batch.watermarks.items():
+            await self._put(
+                watermark_key(source, partition),
+                {"offset": offset, "timestamp": stamp},
+                partition,
+                batch,
+            )
         await self._acknowledged(batch.writes)
         self._dirty.update(batch.petitions)
 
     async def _deliver(self, record: Any, batch: _Batch) -> None:
         """Apply one delivered source record, after any records it skipped over."""
         source = self._sources[record.topic]
-        applied_upto = self._watermark(source, record.partition)
+        mark = self._watermark(source, record.partition)
+        applied_upto = None if mark is None else mark[0]
         match delivery(record.offset, applied_upto):
             case Delivery.REPLAY:
+                assert mark is not None
+                highwater = self._highwater(record.topic, record.partition)
+                if from_lost_log(record.offset, _timestamp(record), highwater, *mark):
+                    # Skipping it would drop a new record as a replay of a lost one.
+                    log.critical(
+                        "source_log_lost",
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        watermark=mark[0],
+                        highwater=highwater,
+                    )
+                    _exit_to_rebuild()
                 OUT_OF_SEQUENCE.labels("replayed").inc()
-                EVENTS.labels("(replayed)", Outcome.ALREADY_APPLIED.value).inc()
+                _count_event("(replayed)", Outcome.ALREADY_APPLIED)
                 return
             case Delivery.GAP:
                 assert applied_upto is not None
@@ -237,37 +272,50 @@ class CounterWorker:
                 pass
         await self._apply(source, record, batch)
 
-    def _watermark(self, source: Source, partition: int) -> int | None:
+    def _watermark(self, source: Source, partition: int) -> _Mark | None:
         key = (source, partition)
         if key not in self._watermarks:
             doc = self.table.data.get(watermark_key(source, partition))
-            self._watermarks[key] = None if doc is None else int(doc["offset"])
+            # Records written before timestamps were kept have none: offsets still work.
+            self._watermarks[key] = (
+                None if doc is None else (int(doc["offset"]), doc.get("timestamp"))
+            )
         return self._watermarks[key]
+
+    def _highwater(self, topic: str, partition: int) -> int | None:
+        """The partition's high-water mark from the consumer's last Fetch, if known."""
+        try:
+            return cast(int | None, self.app.consumer.highwater(TP(topic, partition)))
+        except (ConsumerNotStarted, AssertionError, AttributeError, KeyError):
+            # Not assigned (any more), or no fetch yet: nothing to compare with.
+            return None
 
     async def _apply(self, source: Source, record: Any, batch: _Batch) -> None:
         at = Position(source, record.partition, record.offset)
         self._watermarks[(source, at.partition)] = batch.watermarks[(source, at.partition)] = (
-            at.offset
+            at.offset,
+            _timestamp(record),
         )
         try:
             parsed = parse_event(record.value or b"")
         except ValidationError as exc:
             if _is_unknown_type(record.value):
                 # A newer producer's event type: not ours to judge.
-                EVENTS.labels("(unknown)", Outcome.IGNORED.value).inc()
+                _count_event("(unknown)", Outcome.IGNORED)
                 return
             await self._dead_letter(record, _describe(exc))
             return
+        sig_key = (
+            signature_key(parsed.signature_id) if isinstance(parsed, SIGNATURE_EVENTS) else None
+        )
         try:
             step = process(
                 parsed,
                 at,
                 batch.petitions.get(parsed.petition_id) or self._petition(parsed.petition_id),
-                self._signature(parsed.signature_id)
-                if isinstance(parsed, SIGNATURE_EVENTS)
-                else None,
+                None if sig_key is None else self._signature(sig_key),
                 policy=self.policy,
-                now=datetime.now(UTC),
+                now=batch.now,
             )
         except MisroutedEvent as exc:
             await self._dead_letter(record, f"misrouted: {exc}")
@@ -288,13 +336,9 @@ class CounterWorker:
                 await self._announce(step.petition, hit, _correlation_id(record.headers))
             batch.petitions[step.petition.petition_id] = step.petition
         if step.signature is not None:
-            await self._put(
-                signature_key(step.signature.signature_id),
-                signature_to_json(step.signature),
-                at.partition,
-                batch,
-            )
-        EVENTS.labels(parsed.event_type, step.outcome.value).inc()
+            assert sig_key is not None
+            await self._put(sig_key, signature_to_json(step.signature), at.partition, batch)
+        _count_event(parsed.event_type, step.outcome)
 
     async def _put(self, key: str, doc: dict[str, Any], partition: int, batch: _Batch) -> None:
         """Set a table record and append it to the table's changelog.
@@ -309,8 +353,8 @@ class CounterWorker:
         # future it returns resolves when the broker has it.
         delivered = await self.app.producer.send(
             self._changelog_topic,
-            json.dumps(key).encode(),
-            json.dumps(doc, separators=(",", ":")).encode(),
+            _JSON.encode(key).encode(),
+            _JSON.encode(doc).encode(),
             partition=partition,
             timestamp=None,
             headers=None,
@@ -339,8 +383,8 @@ class CounterWorker:
                 record = self._petitions[petition_id] = petition_from_json(doc)
         return record
 
-    def _signature(self, signature_id: UUID) -> SignatureRecord | None:
-        doc = self.table.data.get(signature_key(signature_id))
+    def _signature(self, key: str) -> SignatureRecord | None:
+        doc = self.table.data.get(key)
         return None if doc is None else signature_from_json(doc)
 
     async def _announce(
@@ -367,7 +411,7 @@ class CounterWorker:
         headers.append((DLQ_SOURCE, f"{record.topic}:{record.partition}:{record.offset}".encode()))
         await self._send_acknowledged(self.topics.dead_letters, record.key, record.value, headers)
         DEAD_LETTERS.inc()
-        EVENTS.labels("(invalid)", "dead_lettered").inc()
+        _count_event("(invalid)", "dead_lettered")
         # Never the body: events carry names and email addresses.
         log.error(
             "event_dead_lettered",
@@ -406,7 +450,7 @@ class CounterWorker:
             record = self._petition(petition_id)
             if record is None:
                 continue
-            snapshot = count_snapshot(record)
+            snapshot = count_snapshot(record, source_limit=self.settings.public_source_limit)
             await self.app.producer.send(
                 self.topics.counts,
                 snapshot.key.encode(),
@@ -447,6 +491,35 @@ class CounterWorker:
             petitions=len(self._dirty),
         )
         self.recovered = True
+
+
+def _timestamp(record: Any) -> float | None:
+    """A source record's timestamp in seconds: faust's messages carry seconds, records
+    read back with aiokafka (gaps) milliseconds, converted the way faust does."""
+    if isinstance(record, ConsumerRecord):
+        return None if record.timestamp is None else record.timestamp / 1000.0
+    stamp = getattr(record, "timestamp", None)
+    return None if stamp is None else float(stamp)
+
+
+def _exit_to_rebuild() -> NoReturn:
+    # The table was built from a log the broker no longer has: only a restart, which
+    # recovers the table from the new broker's (empty) changelog and reads the topics
+    # from their start, can rebuild the counts from what the new log holds.
+    os._exit(EXIT_TEMPFAIL)
+
+
+_EVENT_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
+def _count_event(event_type: str, outcome: Outcome | str) -> None:
+    # Children of a labelled metric looked up once: labels() takes a lock and
+    # validates the labels on every call, once per event.
+    key = (event_type, str(outcome))
+    child = _EVENT_COUNTERS.get(key)
+    if child is None:
+        child = _EVENT_COUNTERS[key] = EVENTS.labels(event_type, str(outcome))
+    child.inc()
 
 
 def _header_items(headers: Any) -> list[tuple[str, bytes]]:
@@ -513,7 +586,11 @@ def run_worker(settings: CounterSettings) -> None:
     counter = CounterWorker(settings)
     services: list[mode.ServiceT] = []
     if settings.serves_http:
-        view = CountsView(settings.kafka_bootstrap_servers, settings.topics.counts)
+        view = CountsView(
+            settings.kafka_bootstrap_servers,
+            settings.topics.counts,
+            source_limit=settings.public_source_limit,
+        )
 
         async def broker_ok() -> bool:
             return await broker_reachable(settings.kafka_bootstrap_servers)
