@@ -52,6 +52,8 @@ class CounterSettings(ServiceSettings):
     # long for it before answering 404: a petition's first snapshot arrives a fraction
     # of a second after its creation, and a 404 ends a browser's EventSource for good.
     stream_unknown_wait_seconds: float = Field(5.0, ge=0)
+    # Live streams one client network (IPv4 address, IPv6 /64) may hold open at once.
+    streams_per_client: int = Field(20, ge=1)
     cache_max_age_seconds: int = Field(2, ge=0)
     cache_stale_while_revalidate_seconds: int = Field(30, ge=0)
     # faust's data directory. The in-memory table store writes nothing there, but faust

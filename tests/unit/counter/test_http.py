@@ -271,3 +271,48 @@ async def test_a_snapshot_record_read_again_is_not_decoded_again(view: CountsVie
     view.apply_records([record, record])  # type: ignore[list-item]
     assert VIEW_SNAPSHOTS._value.get() - before == 1
     assert view.by_slug("owls") is not None
+
+
+async def test_item11_one_client_cannot_hold_a_thousand_streams(
+    settings: CounterSettings, view: CountsView
+) -> None:
+    view.apply(snapshot(uuid.uuid4(), 3))
+    settings = settings.model_copy(update={"streams_per_client": 3})
+    app = create_http_app(settings, view, {})
+    leave = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    def scope(client: str) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "method": "GET",
+            "path": "/api/petitions/owls/count/stream",
+            "headers": [],
+            "query_string": b"",
+            "client": (client, 40000),
+        }
+
+    async def open_stream(client: str) -> int:
+        status: list[int] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        task = asyncio.ensure_future(app(scope(client), receive, send))
+        while not status:
+            await asyncio.sleep(0.01)
+        streams.append(task)
+        return status[0]
+
+    streams: list[asyncio.Future[None]] = []
+    held = [await open_stream("198.51.100.7") for _ in range(3)]
+    refused = await open_stream("198.51.100.7")
+    other = await open_stream("203.0.113.9")  # another client is not affected
+    assert held == [200, 200, 200] and refused == 429 and other == 200
+    leave.set()
+    await asyncio.wait_for(asyncio.gather(*streams), 2)
+    assert await open_stream("198.51.100.7") == 200  # closed streams free their places

@@ -8,6 +8,7 @@ from typing import Any
 
 import mode
 import uvicorn
+from groundswell_runtime.serving import server_config
 from starlette.types import ASGIApp
 
 from groundswell_counter.adapters.counts_view import CountsView
@@ -23,15 +24,19 @@ class _EmbeddedServer(uvicorn.Server):
 class HttpService(mode.Service):
     def __init__(self, app: ASGIApp, host: str, port: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # The limits every service's server has (header size and count, slow heads,
+        # idle keep-alive, concurrency): groundswell_runtime.serving.
         self._server = _EmbeddedServer(
-            uvicorn.Config(
+            server_config(
                 app,
                 host=host,
                 port=port,
-                log_config=None,  # keep the JSON logging already configured
-                access_log=False,  # client addresses are personal data
                 lifespan="off",
                 timeout_graceful_shutdown=2,  # open live streams must not hold up a stop
+                loop="asyncio",  # faust's loop is already running; the server joins it
+                # Each live count stream holds a connection (~14 KB when idle): far more
+                # than other services' cap, and bounded per client network in http.py.
+                limit_concurrency=20_000,
             )
         )
 

@@ -13,6 +13,8 @@ route, and answers it for unknown petitions (404).
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import unquote
@@ -21,6 +23,7 @@ from uuid import UUID
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
+from groundswell_runtime.client_address import client_address, client_network
 from groundswell_runtime.correlation import (
     REQUEST_ID_HEADER,
     bind_correlation_id,
@@ -173,6 +176,8 @@ class LiveCountStreams:
         self.app = app
         self._view = view
         self._settings = settings
+        # Live streams per client network: one client may not hold thousands open.
+        self._open: collections.Counter[str] = collections.Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = (
@@ -180,6 +185,34 @@ class LiveCountStreams:
             if scope["type"] == "http" and scope["method"] == "GET"
             else None
         )
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        client = self._client(scope)
+        if self._open[client] >= self._settings.streams_per_client:
+            await _too_many_streams(send)
+            return
+        self._open[client] += 1
+        try:
+            await self._stream(match, scope, receive, send)
+        finally:
+            self._open[client] -= 1
+            if self._open[client] <= 0:
+                del self._open[client]
+
+    def _client(self, scope: Scope) -> str:
+        peer = scope.get("client")
+        forwarded = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"), None
+        )
+        address = client_address(
+            peer[0] if peer else None, forwarded, self._settings.trusted_proxies
+        )
+        return client_network(address) if address else "unknown"
+
+    async def _stream(
+        self, match: re.Match[str], scope: Scope, receive: Receive, send: Send
+    ) -> None:
         entry = (
             await self._view.wait_for_slug(
                 unquote(match["slug"]), self._settings.stream_unknown_wait_seconds
@@ -219,6 +252,24 @@ class LiveCountStreams:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             gone.cancel()
+
+
+async def _too_many_streams(send: Send) -> None:
+    body = json.dumps(
+        {"detail": "Too many live streams from your network; close some or poll the count"}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"30"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _disconnected(receive: Receive) -> None:
