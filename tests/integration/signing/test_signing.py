@@ -190,3 +190,13 @@ async def test_hostile_slugs_are_404_not_500(signing: SigningHarness) -> None:
     for slug in ["a%00b", "%E2%80%AE", "UPPER", "x" * 300]:
         assert (await signing.client.get(f"/api/petitions/{slug}")).status_code == 404
         assert (await signing.client.get(f"/p/{slug}")).status_code == 404
+
+
+async def test_metrics_are_labelled_by_route_template(signing: SigningHarness) -> None:
+    petition = await signing.create_petition(requires_confirmation=False)
+    assert (await signing.sign(petition["slug"])).status_code == 202
+    await signing.client.get(f"/p/{petition['slug']}")
+    metrics = (await signing.client.get("/metrics")).text
+    assert 'route="/api/petitions/{slug}/signatures"' in metrics
+    assert 'route="/p/{slug}"' in metrics
+    assert petition["slug"] not in metrics  # never the raw path

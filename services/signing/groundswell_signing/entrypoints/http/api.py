@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, Request, Response, status
 
+from groundswell_signing.config import SigningSettings
 from groundswell_signing.domain.petitions import Petition
 from groundswell_signing.domain.signatures import SignatureInput, validate_signature
 from groundswell_signing.entrypoints.http.dependencies import (
@@ -21,7 +24,9 @@ from groundswell_signing.entrypoints.http.schemas import (
     SignatureRequest,
 )
 from groundswell_signing.service_layer import petitions as petition_service
-from groundswell_signing.service_layer.signing import SignOutcome, sign_petition
+from groundswell_signing.service_layer.group_commit import SignatureWriter
+from groundswell_signing.service_layer.petitions import PetitionCache
+from groundswell_signing.service_layer.signing import AbusePolicy, SignOutcome, sign_petition
 
 router = APIRouter(prefix="/api/petitions", tags=["public"])
 
@@ -112,6 +117,25 @@ async def sign(
 ) -> SignatureAccepted:
     """Sign a petition. Signing again gets the same answer and counts once; the personal
     share link arrives by email."""
+    answer = await accept_signature(body, slug, writer, petitions, policy, settings, ip, now)
+    origin = request.headers.get("origin")
+    if origin and _cors_allowed(origin, await petitions.get(slug), settings):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return answer
+
+
+async def accept_signature(
+    body: SignatureRequest,
+    slug: str,
+    writer: SignatureWriter,
+    petitions: PetitionCache,
+    policy: AbusePolicy,
+    settings: SigningSettings,
+    ip: str | None,
+    now: datetime,
+) -> SignatureAccepted:
+    """What both ways in (this route, and fast_sign's lean path) do with a request body."""
     valid = validate_signature(
         SignatureInput(
             name=body.name,
@@ -125,10 +149,6 @@ async def sign(
         )
     )
     outcome = await sign_petition(writer, petitions, policy, slug, valid, ip, now)
-    origin = request.headers.get("origin")
-    if origin and _cors_allowed(origin, await petitions.get(slug), settings):
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
     return SignatureAccepted(
         status=outcome.status,
         share_url=petition_url(settings, slug),

@@ -30,6 +30,7 @@ from groundswell_signing.config import SigningSettings
 from groundswell_signing.entrypoints.http import admin, api, pages
 from groundswell_signing.entrypoints.http.admin_auth import AdminAuthThrottle
 from groundswell_signing.entrypoints.http.errors import install_error_handlers
+from groundswell_signing.entrypoints.http.fast_sign import FastSign
 from groundswell_signing.entrypoints.http.limits import BodySizeLimit
 from groundswell_signing.entrypoints.http.security import SecurityHeaders, UnexpectedErrors
 from groundswell_signing.entrypoints.http.shedding import ShedWhenBusy
@@ -141,6 +142,9 @@ def create_app(settings: SigningSettings) -> FastAPI:
         relay: OutboxRelay = app.state.relay
         return not relay.stalled()
 
+    # Middlewares run outermost-last-added; FastSign is the innermost, just before the
+    # router, so metrics, request ids and every limit apply to its requests too.
+    app.add_middleware(FastSign)
     install_ops(
         app, {"database": database_ready, "broker": broker_ready, "outbox_relay": relay_moving}
     )
