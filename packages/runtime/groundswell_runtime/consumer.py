@@ -63,6 +63,7 @@ class InTransaction:
                 bind_correlation_id(correlation_id)
                 await self._handle(conn, event)
 
+
 TRANSIENT_ERRORS = TEMPORARY_DATABASE_ERRORS
 
 
