@@ -112,15 +112,17 @@ async def enqueue_correlated(
             strict=True,
         ):
             column.append(value)
+    # The rows and the wake-up in one statement (a round trip less per transaction); the
+    # notification is delivered at commit, so the relay wakes only for rows it can see.
     await conn.execute(
-        f'INSERT INTO "{schema}".outbox '
+        f'WITH written AS (INSERT INTO "{schema}".outbox '
         "(event_id, event_type, topic, message_key, payload, correlation_id) "
         "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], "
-        "$6::text[])",
+        "$6::text[]) RETURNING 1) "
+        "SELECT pg_notify($7, '')",
         *columns,
+        notify_channel(schema),
     )
-    # Delivered at commit, so the relay wakes only for rows it can see.
-    await conn.execute(f"NOTIFY {notify_channel(schema)}")
 
 
 class OutboxRelay:
