@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 from groundswell_contracts.events import ShareLinkClicked
+
+from ...conftest import scratch_database
+from .conftest import _running_sharing
 
 
 async def link_exists(sharing: Any, code: str) -> bool:
@@ -350,3 +354,28 @@ async def test_issue9_a_click_racing_its_event_is_counted_not_lost(sharing: Any,
         "SELECT count(*) FROM sharing.pending_clicks WHERE share_code = $1", a.share_code
     )
     assert pending == 0
+
+
+# --- issue 9: a database restart is a 503 with Retry-After, never a 500 ---------------
+
+
+async def test_issue9_a_database_that_is_away_is_a_503_not_a_500(infra: Any, topics: None) -> None:
+    async with scratch_database(infra, "sharing") as url:
+        async for running in _running_sharing(url, infra):
+            name = url.rsplit("/", 1)[1]
+            admin_conn = await asyncpg.connect(infra.database_url)
+            try:
+                # As during a restart: no new connections, and every open one is cut.
+                await admin_conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+                await admin_conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    name,
+                )
+                away = await click(running, "198.51.100.150", "/s/AbCdEf12")
+                assert away.status_code == 503, away.text
+                assert int(away.headers["retry-after"]) >= 1
+            finally:
+                await admin_conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+                await admin_conn.close()
+            back = await click(running, "198.51.100.151", "/s/AbCdEf12")
+            assert back.status_code in (202, 404)  # unknown yet: waits, never a 5xx

@@ -145,4 +145,18 @@ async def test_replay_requeues_the_same_events(signing: SigningHarness) -> None:
     events = await signing.outbox_events()
     replayed = events[len(original) :]
     assert {e["event_id"]: e["event_type"] for e in replayed} == original
-    assert all(e.get("confirmation_token") is None for e in replayed)
+    created = [e for e in replayed if e["event_type"] == "SignatureCreated"]
+    tokens = {e["signature_id"]: e.get("confirmation_token") for e in created}
+    # The confirmed signer needs no token; the one still waiting gets a second valid one,
+    # so a mailer that never saw the first event can still send the confirmation.
+    assert tokens[first["signature_id"]] is None
+    [second] = [e for e in await signing.outbox_events("SignatureCreated")][1:2]
+    again = tokens[second["signature_id"]]
+    assert again and again != second["confirmation_token"]
+    for token in (second["confirmation_token"], again):  # both links work...
+        assert (await signing.client.get(f"/confirm/{token}")).status_code == 200
+    assert (await signing.client.post(f"/confirm/{again}")).status_code == 200
+    # ...once: confirming with either uses both up.
+    assert (
+        await signing.client.post(f"/confirm/{second['confirmation_token']}")
+    ).status_code == 404

@@ -21,7 +21,7 @@ from groundswell_contracts.events import (
     SignatureInvalidated,
     SignatureWithdrawn,
 )
-from groundswell_runtime.consumer import PermanentError, claim_event
+from groundswell_runtime.consumer import claim_event
 from groundswell_runtime.correlation import current_correlation_id
 
 from groundswell_mailer.adapters import repository as repo
@@ -63,9 +63,13 @@ class SignatureHandler:
         if event.status == "fraudulent":
             # Kept by signing for the record; writing to the address would help the abuser.
             return
-        if event.status == "pending" and not event.confirmation_token:
-            raise PermanentError("pending signature without a confirmation token")
+        # Claimed first: a replayed event already handled is dropped by id, whatever it holds.
         if not await claim_event(conn, repo.SCHEMA, event.event_id):
+            return
+        if event.status == "pending" and not event.confirmation_token:
+            # Only a replay leaves the token out, and only for a signature that can no
+            # longer be confirmed (expired, withdrawn): there is nothing to send.
+            log.info("confirmation_not_sendable", signature_id=str(event.signature_id))
             return
         content = EmailContent(
             first_name=first_name(event.name),

@@ -24,6 +24,7 @@ from groundswell_runtime.db import close_pool, create_pool, database_reachable, 
 from groundswell_runtime.kafka import broker_reachable, ensure_topics
 from groundswell_runtime.ops import install_ops
 from groundswell_runtime.outbox import OutboxRelay, enqueue
+from groundswell_runtime.unavailable import install_database_unavailable_handler
 
 from groundswell_mailer.adapters import repository as repo
 from groundswell_mailer.config import MailerSettings
@@ -194,5 +195,6 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
             "consumer": runtime.consumer_ready,
         },
     )
+    install_database_unavailable_handler(app)
     app.include_router(unsubscribe_router(runtime))
     return app

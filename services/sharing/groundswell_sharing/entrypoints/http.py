@@ -25,6 +25,7 @@ from groundswell_runtime.db import close_pool, create_pool, database_reachable, 
 from groundswell_runtime.kafka import broker_reachable, ensure_topics
 from groundswell_runtime.ops import install_ops
 from groundswell_runtime.outbox import OutboxRelay
+from groundswell_runtime.unavailable import install_database_unavailable_handler
 from prometheus_client import Counter
 
 from groundswell_sharing.adapters import clicks
@@ -267,6 +268,7 @@ def create_app(settings: SharingSettings | None = None) -> FastAPI:
             "consumer": runtime.consumer_ready,
         },
     )
+    install_database_unavailable_handler(app)
     app.include_router(sharing_router(runtime))
     app.include_router(admin_router(runtime.settings.admin_token, runtime.require_pool))
     return app

@@ -187,9 +187,11 @@ async def confirm_by_token(
     # Clearing the hash makes the token single-use. A closed petition takes no more
     # confirmations: its count was final when it closed.
     return await conn.fetchrow(
-        "UPDATE signing.signatures s SET confirmed_at = $2, confirmation_token_hash = NULL "
+        "UPDATE signing.signatures s SET confirmed_at = $2, confirmation_token_hash = NULL, "
+        "replay_token_hash = NULL "
         "FROM signing.petitions p "
-        "WHERE s.confirmation_token_hash = $1 AND s.confirmation_expires_at > $2 "
+        "WHERE (s.confirmation_token_hash = $1 OR s.replay_token_hash = $1) "
+        "AND s.confirmation_expires_at > $2 "
         "AND s.withdrawn_at IS NULL AND s.invalidated_at IS NULL AND p.id = s.petition_id "
         "AND p.status = 'open' AND (p.closes_at IS NULL OR p.closes_at > $2) "
         "RETURNING s.id, s.petition_id, s.share_code, p.slug, p.title",
@@ -201,7 +203,8 @@ async def confirm_by_token(
 async def pending_by_token(conn: asyncpg.Connection, token_hash: bytes, now: datetime) -> bool:
     return bool(
         await conn.fetchval(
-            "SELECT true FROM signing.signatures WHERE confirmation_token_hash = $1 "
+            "SELECT true FROM signing.signatures "
+            "WHERE (confirmation_token_hash = $1 OR replay_token_hash = $1) "
             "AND confirmation_expires_at > $2 AND withdrawn_at IS NULL AND invalidated_at IS NULL",
             token_hash,
             now,
@@ -213,7 +216,8 @@ async def withdraw_by_token(
     conn: asyncpg.Connection, token_hash: bytes, now: datetime
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "UPDATE signing.signatures s SET withdrawn_at = $2, confirmation_token_hash = NULL "
+        "UPDATE signing.signatures s SET withdrawn_at = $2, confirmation_token_hash = NULL, "
+        "replay_token_hash = NULL "
         "FROM signing.petitions p "
         "WHERE s.withdraw_token_hash = $1 AND s.withdrawn_at IS NULL AND p.id = s.petition_id "
         "RETURNING s.id, s.petition_id, p.slug, p.title",
@@ -292,6 +296,14 @@ async def tally(conn: asyncpg.Connection, petition_id: uuid.UUID) -> dict[str, i
     )
     assert row is not None
     return {"signatures": int(row["signatures"]), "pending": int(row["pending"])}
+
+
+async def set_replay_tokens(
+    conn: asyncpg.Connection, token_hashes: list[tuple[uuid.UUID, bytes]]
+) -> None:
+    await conn.executemany(
+        "UPDATE signing.signatures SET replay_token_hash = $2 WHERE id = $1", token_hashes
+    )
 
 
 async def history_rows(conn: asyncpg.Connection, petition_id: uuid.UUID) -> list[asyncpg.Record]:

@@ -7,6 +7,8 @@ first time, so consumers that still remember them drop them, and empty consumers
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -21,16 +23,28 @@ from groundswell_signing.domain.events import (
     signature_invalidated,
     signature_withdrawn,
 )
+from groundswell_signing.domain.tokens import hash_token, new_token
 
 
-def history_of(row: Any) -> list[Event]:
+def awaits_confirmation(row: Any, now: datetime) -> bool:
+    return bool(
+        row["initial_status"] == "pending"
+        and row["confirmed_at"] is None
+        and row["withdrawn_at"] is None
+        and row["invalidated_at"] is None
+        and row["confirmation_expires_at"] is not None
+        and row["confirmation_expires_at"] > now
+    )
+
+
+def history_of(row: Any, confirmation_token: str | None = None) -> list[Event]:
     """The events one signature row implies, in the order they happened."""
     events: list[Event] = [
         signature_created(
             row,
             petition_slug=row["slug"],
             petition_title=row["title"],
-            confirmation_token=None,
+            confirmation_token=confirmation_token,
             withdraw_token=None,
         )
     ]
@@ -70,11 +84,22 @@ async def replay_all(pool: asyncpg.Pool) -> int:
     total = 0
     async with pool.acquire() as conn:
         petitions = await repository.list_petitions(conn)
+    now = datetime.now(UTC)
     for petition in petitions:
         async with pool.acquire() as conn, conn.transaction():
             events: list[Event] = [petition.state_event()]
+            replay_tokens: list[tuple[uuid.UUID, bytes]] = []
             for row in await repository.history_rows(conn, petition.id):
-                events.extend(history_of(row))
+                # Only hashes are stored, so the first confirmation token cannot be sent
+                # again. A signer still waiting to confirm gets a second valid token: if
+                # the mailer never saw the first event (the broker was lost before it
+                # read it), it sends the confirmation with this one; if it did, it drops
+                # the replay by event id and the first email's link keeps working.
+                token = new_token() if awaits_confirmation(row, now) else None
+                if token is not None:
+                    replay_tokens.append((row["id"], hash_token(token)))
+                events.extend(history_of(row, token))
+            await repository.set_replay_tokens(conn, replay_tokens)
             await enqueue(conn, SCHEMA, *events)
             total += len(events)
     return total
