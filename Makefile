@@ -9,7 +9,7 @@ PACKAGES := packages/contracts packages/runtime services/signing services/counte
 PROJECT_FILES := requirements/constraints.txt requirements/dev.txt \
                  $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 
-.PHONY: install up test lint browser clean
+.PHONY: install up test lint browser clean chaos
 
 # Build-backend chatter goes to .venv/install.log; it is shown only when the install fails.
 $(STAMP): $(PROJECT_FILES)
@@ -26,6 +26,11 @@ install: $(STAMP)
 
 up: install
 	$(BIN)/groundswell-stack up
+
+# The stack as `make up` runs it, under load, while faults hit it; writes the chaos
+# section of docs/reliability.md (about 15 minutes).
+chaos: install
+	$(BIN)/groundswell-stack chaos
 
 # The browser tests drive Debian's Chromium; installed here when we can (root + apt).
 browser:

@@ -1,4 +1,5 @@
-"""`groundswell-stack up` runs Groundswell locally; `groundswell-stack reconcile` checks counts."""
+"""`groundswell-stack up` runs Groundswell locally; `groundswell-stack reconcile` checks counts;
+`groundswell-stack chaos` runs it under load while faults hit it (`make chaos`)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,37 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="also write the result as Prometheus text (node_exporter textfile collector)",
     )
+    chaos = commands.add_parser(
+        "chaos", help="run the stack under load while faults hit it; check every invariant"
+    )
+    chaos.add_argument("--short", action="store_true", help="three faults, low rate (tests)")
+    chaos.add_argument("--rate", type=float, help="requests per second (default 50; short 10)")
+    chaos.add_argument("--seed", type=int, help="for the random moments and the load's mix")
+    chaos.add_argument(
+        "--doc",
+        type=Path,
+        help="rewrite this file's chaos section (default: docs/reliability.md, full runs)",
+    )
+    chaos.add_argument("--no-doc", action="store_true", help="write no report section")
+    chaos.add_argument("--json", type=Path, help="also write the results as JSON here")
+    chaos.add_argument("--run-dir", type=Path, help="state and logs (default: a new temp dir)")
     args = parser.parse_args(argv)
+    if args.command == "chaos":
+        from groundswell_stack.chaos.main import chaos as run_chaos
+        from groundswell_stack.chaos.main import cli_command
+
+        doc = args.doc or (None if args.short else Path("docs/reliability.md"))
+        sys.exit(
+            run_chaos(
+                short=args.short,
+                rate=args.rate,
+                seed=args.seed,
+                doc=None if args.no_doc else doc,
+                json_path=args.json,
+                run_dir=args.run_dir.resolve() if args.run_dir else None,
+                command=cli_command(),
+            )
+        )
     if args.command == "up":
         up(args.run_dir.resolve())
     elif args.command == "reconcile":

@@ -57,6 +57,8 @@ class StackSupervisor:
     def tick(self) -> None:
         """One look at everything; call every half second or so."""
         self._infra()
+        if self._replay_due:
+            self._replay()
         now = time.monotonic()
         for s in self.services:
             if s.process.running():
@@ -92,17 +94,45 @@ class StackSupervisor:
             infra.smtp.start()
         if infra.broker is not None and not _running(infra.broker.process):
             self.say("  Kafka broker stopped; starting it again (empty) and replaying PostgreSQL")
+            # Every client goes before the new broker comes: one still connected when it
+            # starts can write records there that nobody can read back (the counter's
+            # table recovery then waits for them forever; /work/shared/notes/tansu.md).
+            for s in self.services:
+                s.process.stop()
             infra.broker.stop()
             infra.broker.start()
             self.rebuild_downstream()
 
     def rebuild_downstream(self) -> None:
-        """After the broker lost its data: every service afresh, then the replay."""
+        """After the broker lost its data: every service afresh, then the replay.
+
+        Nothing here may end `make up`: a service that does not get ready is started once
+        more (and then left to the usual supervision), and a failed replay is said and
+        tried again on the next tick.
+        """
         for s in self.services:
             self._start(s)
         for s in self.services:
-            wait_until_ready(s.spec, s.process, timeout=120)
-        replay(self.env)
+            for attempt in (1, 2):
+                try:
+                    wait_until_ready(s.spec, s.process, timeout=120)
+                    break
+                except (TimeoutError, RuntimeError) as exc:
+                    self.say(f"  {s.spec.name} not ready after the rebuild ({exc})")
+                    if attempt == 1:
+                        self._start(s)
+        self._replay_due = True
+        self._replay()
+
+    _replay_due = False
+
+    def _replay(self) -> None:
+        try:
+            replay(self.env)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            self.say(f"  Replay failed ({exc}); trying again")
+            return
+        self._replay_due = False
         self.say("  Replay done: counts and share stats are being rebuilt")
 
 
