@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from groundswell_contracts.topics import Consumer
 from groundswell_runtime.settings import ServiceSettings
 from pydantic import AliasChoices, Field, SecretStr, model_validator
@@ -29,7 +31,9 @@ class MailerSettings(ServiceSettings):
     smtp_port: int = Field(1025, validation_alias=AliasChoices("SMTP_PORT"))
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
-    # None: upgrade when the server offers STARTTLS (aiosmtplib's default).
+    # None: required (True) for any server not on this machine, so addresses and tokens
+    # never cross a network in clear; opportunistic on loopback (the local sink). Set
+    # false only for a trusted sink on a private network (compose's Mailpit).
     smtp_starttls: bool | None = None
     smtp_use_tls: bool = False
     smtp_timeout_seconds: float = Field(15.0, gt=0)
@@ -58,9 +62,24 @@ class MailerSettings(ServiceSettings):
     consumer_group: str = Consumer.MAILER.value
 
     @model_validator(mode="after")
+    def _starttls_off_loopback(self) -> MailerSettings:
+        if self.smtp_starttls is None and not self.smtp_use_tls and not _loopback(self.smtp_host):
+            self.smtp_starttls = True
+        return self
+
+    @model_validator(mode="after")
     def _renewal_within_lease(self) -> MailerSettings:
         # Senders stop starting conversations half a lease after the last renewal
         # (domain.delivery.Lease): renewals must come well before that.
         if self.lease_renew_seconds * 2 >= self.send_lease_seconds:
             raise ValueError("lease_renew_seconds must be under half of send_lease_seconds")
         return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it resolves somewhere else

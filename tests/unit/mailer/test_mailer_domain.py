@@ -355,3 +355,13 @@ async def test_a_database_starting_up_is_retried_by_the_consumer_not_dead_letter
         await handler(confirmed)
     # The consumer loop retries these without limit (and dead-letters other errors).
     assert isinstance(caught.value, TRANSIENT_ERRORS)
+
+
+def test_item14_starttls_is_required_off_this_machine() -> None:
+    assert MailerSettings(SMTP_HOST="smtp.example.org").smtp_starttls is True
+    assert MailerSettings(SMTP_HOST="10.0.0.5").smtp_starttls is True
+    assert MailerSettings(SMTP_HOST="127.0.0.1").smtp_starttls is None  # opportunistic
+    assert MailerSettings(SMTP_HOST="localhost").smtp_starttls is None
+    # An explicit choice wins (a trusted sink on a private network).
+    assert MailerSettings(SMTP_HOST="mailpit", smtp_starttls=False).smtp_starttls is False
+    assert MailerSettings(SMTP_HOST="smtp.example.org", smtp_use_tls=True).smtp_starttls is None
