@@ -36,15 +36,11 @@ class MaildirSink:
         return "250 Message accepted for delivery"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=1025)
-    parser.add_argument("--dir", type=Path, required=True)
-    args = parser.parse_args(argv)
-    controller = Controller(MaildirSink(args.dir), hostname=args.host, port=args.port)
+def serve_until_signalled(handler: object, host: str, port: int, banner: str) -> None:
+    """Run an aiosmtpd handler on host:port until SIGINT or SIGTERM."""
+    controller = Controller(handler, hostname=host, port=port)
     controller.start()
-    print(f"smtp-sink: listening on {args.host}:{args.port}, saving to {args.dir}", flush=True)
+    print(banner, flush=True)
     stop = asyncio.Event()
 
     async def wait() -> None:
@@ -57,6 +53,20 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(wait())
     finally:
         controller.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1025)
+    parser.add_argument("--dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    serve_until_signalled(
+        MaildirSink(args.dir),
+        args.host,
+        args.port,
+        f"smtp-sink: listening on {args.host}:{args.port}, saving to {args.dir}",
+    )
 
 
 def read_messages(directory: Path) -> list[Any]:

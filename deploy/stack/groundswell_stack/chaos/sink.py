@@ -13,18 +13,17 @@ the way a signer does. `--control` names a JSON file `{"rules": {address: ["451"
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
-import signal
 import time
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import IO, Any
 
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from groundswell_stack.smtp_sink import serve_until_signalled
 
 KINDS = (
     ("Please confirm", "confirmation"),
@@ -132,22 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--control", type=Path)
     args = parser.parse_args(argv)
     with args.log.open("a") as log:
-        handler = ChaosSink(log, args.control)
-        controller = Controller(handler, hostname=args.host, port=args.port)
-        controller.start()
-        print(f"chaos sink: listening on {args.host}:{args.port}", flush=True)
-        stop = asyncio.Event()
-
-        async def wait() -> None:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
-
-        try:
-            asyncio.run(wait())
-        finally:
-            controller.stop()
+        serve_until_signalled(
+            ChaosSink(log, args.control),
+            args.host,
+            args.port,
+            f"chaos sink: listening on {args.host}:{args.port}",
+        )
 
 
 if __name__ == "__main__":
