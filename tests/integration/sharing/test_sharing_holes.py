@@ -8,12 +8,14 @@ documentation ranges 198.51.100.0/24, 203.0.113.0/24 and 2001:db8::/32).
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 from typing import Any
 
-import asyncpg
 from groundswell_contracts.events import ShareLinkClicked
+from groundswell_stack.postgres import LocalPostgres
+from groundswell_stack.processes import free_port
 
-from ...conftest import scratch_database
 from .conftest import _running_sharing
 
 
@@ -360,22 +362,22 @@ async def test_issue9_a_click_racing_its_event_is_counted_not_lost(sharing: Any,
 
 
 async def test_issue9_a_database_that_is_away_is_a_503_not_a_500(infra: Any, topics: None) -> None:
-    async with scratch_database(infra, "sharing") as url:
-        async for running in _running_sharing(url, infra):
-            name = url.rsplit("/", 1)[1]
-            admin_conn = await asyncpg.connect(infra.database_url)
-            try:
-                # As during a restart: no new connections, and every open one is cut.
-                await admin_conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
-                await admin_conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                    name,
-                )
-                away = await click(running, "198.51.100.150", "/s/AbCdEf12")
-                assert away.status_code == 503, away.text
-                assert int(away.headers["retry-after"]) >= 1
-            finally:
-                await admin_conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
-                await admin_conn.close()
-            back = await click(running, "198.51.100.151", "/s/AbCdEf12")
+    # A cluster of its own, restarted for real (the shared one serves other tests).
+    root = Path(tempfile.mkdtemp(prefix="groundswell-sharing-restart-"))
+    root.chmod(0o755)
+    postgres = await asyncio.to_thread(LocalPostgres(root, free_port()).start)
+    try:
+        async for running in _running_sharing(postgres.url, infra):
+            await asyncio.to_thread(postgres.shutdown, "fast")
+            away = await click(running, "198.51.100.150", "/s/AbCdEf12")
+            assert away.status_code == 503, away.text
+            assert int(away.headers["retry-after"]) >= 1
+            await asyncio.to_thread(postgres.start)
+            for _ in range(50):
+                back = await click(running, "198.51.100.151", "/s/AbCdEf12")
+                if back.status_code != 503:
+                    break
+                await asyncio.sleep(0.1)
             assert back.status_code in (202, 404)  # unknown yet: waits, never a 5xx
+    finally:
+        await asyncio.to_thread(postgres.stop)
