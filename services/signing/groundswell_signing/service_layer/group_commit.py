@@ -153,7 +153,14 @@ class SignatureWriter:
                 await self._ready.wait()
                 continue
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
-            await self._write(batch)
+            try:
+                await self._write(batch)
+            except asyncio.CancelledError:
+                # Stopping mid-batch: answer its requests instead of leaving them hanging.
+                # A retry of one whose commit did land is a duplicate, and answered as one.
+                for attempt in batch:
+                    _settle(attempt, error=Unavailable())
+                raise
             if time.monotonic() - self._last_prune > _PRUNE_EVERY:
                 self._last_prune = time.monotonic()
                 with contextlib.suppress(*TEMPORARY_DATABASE_ERRORS):
