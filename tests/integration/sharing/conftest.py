@@ -192,3 +192,29 @@ class Kit:
 @pytest.fixture
 def kit(infra: Infra, sharing_producer: AIOKafkaProducer) -> Kit:
     return Kit(infra, sharing_producer)
+
+
+async def link_exists(sharing: Any, code: str) -> bool:
+    found = await sharing.db.fetchval(
+        "SELECT true FROM sharing.share_links WHERE share_code = $1", code
+    )
+    return found is True
+
+
+async def signed_up(kit: Any, sharing: Any, **overrides: Any) -> Any:
+    """A signature published and stored by sharing (its link exists)."""
+    event = kit.signature(**overrides)
+    await kit.publish(event)
+
+    async def stored() -> bool:
+        return await link_exists(sharing, event.share_code)
+
+    await kit.eventually(stored)
+    return event
+
+
+async def shares(sharing: Any, slug: str) -> dict[str, Any]:
+    response = await sharing.client.get(f"/api/petitions/{slug}/shares")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body

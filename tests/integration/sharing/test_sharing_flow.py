@@ -19,12 +19,7 @@ from groundswell_contracts.events import (
     SignatureWithdrawn,
 )
 
-
-async def link_exists(sharing: Any, code: str) -> bool:
-    found = await sharing.db.fetchval(
-        "SELECT true FROM sharing.share_links WHERE share_code = $1", code
-    )
-    return found is True
+from .conftest import link_exists, shares, signed_up
 
 
 async def drain(kit: Any, sharing: Any, petition_id: uuid.UUID) -> None:
@@ -35,24 +30,6 @@ async def drain(kit: Any, sharing: Any, petition_id: uuid.UUID) -> None:
         return await link_exists(sharing, marker.share_code)
 
     await kit.eventually(stored)
-
-
-async def signed_up(kit: Any, sharing: Any, **overrides: Any) -> Any:
-    event = kit.signature(**overrides)
-    await kit.publish(event)
-
-    async def stored() -> bool:
-        return await link_exists(sharing, event.share_code)
-
-    await kit.eventually(stored)
-    return event
-
-
-async def shares(sharing: Any, slug: str) -> dict[str, Any]:
-    response = await sharing.client.get(f"/api/petitions/{slug}/shares")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def referral_events(kit: Any, signature_id: uuid.UUID) -> list[Any]:

@@ -16,32 +16,7 @@ from groundswell_contracts.events import ShareLinkClicked
 from groundswell_stack.postgres import LocalPostgres
 from groundswell_stack.processes import free_port
 
-from .conftest import _running_sharing
-
-
-async def link_exists(sharing: Any, code: str) -> bool:
-    found = await sharing.db.fetchval(
-        "SELECT true FROM sharing.share_links WHERE share_code = $1", code
-    )
-    return found is True
-
-
-async def signed_up(kit: Any, sharing: Any, **overrides: Any) -> Any:
-    event = kit.signature(**overrides)
-    await kit.publish(event)
-
-    async def stored() -> bool:
-        return await link_exists(sharing, event.share_code)
-
-    await kit.eventually(stored)
-    return event
-
-
-async def shares(sharing: Any, slug: str) -> dict[str, Any]:
-    response = await sharing.client.get(f"/api/petitions/{slug}/shares")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+from .conftest import _running_sharing, link_exists, shares, signed_up
 
 
 async def click(sharing: Any, address: str, path: str, **headers: str) -> Any:
