@@ -90,13 +90,10 @@ async def publish(
                     petition_slug=probe.petition.slug,
                     petition_title="Bench",
                     status="signed",
-                    email="bench@example.org",
-                    name="Bench",
                     contact_consent=False,
                     postcode_area="OX",
                     country="GB",
                     share_code="bench",
-                    withdraw_token="w",
                 )
                 probe.published_at.append(time.perf_counter())
                 await producer.send(topics.signatures, encode(event), key=event.key.encode())

@@ -27,6 +27,7 @@ from typing import Any
 import aiosmtplib
 import asyncpg
 from groundswell_contracts.events import SignatureCreated, encode
+from groundswell_contracts.testing import signed
 from groundswell_runtime.kafka import ensure_topics, make_producer
 
 
@@ -145,7 +146,8 @@ async def asyncpg_inserts(database_url: str, seconds: float) -> dict[str, Any]:
 
 
 def _event() -> SignatureCreated:
-    return SignatureCreated(
+    """A signature event as signing publishes it: the contact sealed (its key apart)."""
+    return signed(
         petition_id=uuid.uuid4(),
         signature_id=uuid.uuid4(),
         petition_slug="surge-0",
@@ -158,7 +160,7 @@ def _event() -> SignatureCreated:
         country="GB",
         share_code="a1b2c3d4e5",
         withdraw_token="w" * 32,
-    )
+    ).event
 
 
 async def kafka_produce(bootstrap: str, partitions: int, seconds: float) -> dict[str, Any]:

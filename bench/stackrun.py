@@ -28,7 +28,8 @@ from groundswell_stack.services import (
 )
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
-ALL_SERVICES = ("signing", "counter", "mailer", "sharing")
+# "signing-relay": signing's outbox relay, a process of its own where the stack runs one.
+ALL_SERVICES = ("signing", "signing-relay", "counter", "mailer", "sharing")
 
 
 class SinkCounter:
@@ -131,7 +132,9 @@ def start_stack(run_dir: Path, services: tuple[str, ...] = ALL_SERVICES) -> Stac
         else:
             raise SystemExit("SMTP_HOST points elsewhere: the bench cannot count the emails")
         admin_token = secrets.token_urlsafe(24)
-        ports = {f"{name.upper()}_PORT": str(free_port()) for name in ALL_SERVICES}
+        ports = {
+            f"{name.upper().replace('-', '_')}_PORT": str(free_port()) for name in ALL_SERVICES
+        }
         base = (
             clean_env()
             | infra.env()

@@ -43,7 +43,7 @@ import psutil
 import report
 from bodies import Planner
 from monitor import Monitor
-from stackrun import Stack, start_bare_endpoint, start_stack
+from stackrun import ALL_SERVICES, Stack, start_bare_endpoint, start_stack
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
 DEFAULT_STEPS = "250,500,1000,2000,4000"
@@ -375,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="surge-bench-"))
     load_before = os.getloadavg()
     print(f"run folder {run_dir}; starting the stack ...", flush=True)
-    services = ("signing",) if args.signing_only else ("signing", "counter", "mailer", "sharing")
+    # The relay goes with signing wherever the stack runs it apart (else the outbox grows).
+    services = ("signing", "signing-relay") if args.signing_only else ALL_SERVICES
     stack = start_stack(run_dir, services)
     try:
         runner = signing_only if args.signing_only else full_run

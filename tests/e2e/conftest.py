@@ -32,12 +32,15 @@ class Stack:
     urls: dict[str, str]
     mail_dir: Path
     logs: Path
+    bootstrap: str
+    database_url: str
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
     def mail_to(self, address: str) -> list[EmailMessage]:
-        return [m for m in read_messages(self.mail_dir) if address in str(m.get("To", ""))]
+        wanted = address.lower()  # however the address was typed
+        return [m for m in read_messages(self.mail_dir) if wanted in str(m.get("To", "")).lower()]
 
 
 def eventually(check: Callable[[], Any], timeout: float = 15, every: float = 0.1) -> Any:
@@ -94,7 +97,13 @@ def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
             except Exception:
                 print((logs / f"{spec.name}.log").read_text()[-5000:])
                 raise
-        yield Stack({s.name: s.url for s in specs}, infra.mail_dir, logs)
+        yield Stack(
+            {s.name: s.url for s in specs},
+            infra.mail_dir,
+            logs,
+            base["KAFKA_BOOTSTRAP_SERVERS"],
+            base["DATABASE_URL"],
+        )
     finally:
         for process in reversed(processes):
             process.stop()

@@ -1,5 +1,6 @@
 """`groundswell-stack up` runs Groundswell locally; `groundswell-stack reconcile` checks counts;
-`groundswell-stack chaos` runs it under load while faults hit it (`make chaos`)."""
+`groundswell-stack chaos` runs it under load while faults hit it (`make chaos`);
+`groundswell-stack seed` creates the demo petition (compose's one-shot `seed` service)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from groundswell_stack.demo import DEMO_SLUG, seed_demo
 from groundswell_stack.reconcile import prometheus_text, reconcile
 from groundswell_stack.up import up
 
@@ -35,6 +37,10 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="also write the result as Prometheus text (node_exporter textfile collector)",
     )
+    seed = commands.add_parser(
+        "seed", help="create the demo petition through signing's admin API (ADMIN_TOKEN)"
+    )
+    seed.add_argument("--signing-url", default="http://127.0.0.1:8001")
     chaos = commands.add_parser(
         "chaos", help="run the stack under load while faults hit it; check every invariant"
     )
@@ -68,6 +74,16 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.command == "up":
         up(args.run_dir.resolve())
+    elif args.command == "seed":
+        token = os.environ.get("ADMIN_TOKEN")
+        if not token:
+            sys.exit("groundswell-stack seed: set ADMIN_TOKEN (the one signing uses).")
+        try:
+            seed_demo(args.signing_url.rstrip("/"), token)
+        except (RuntimeError, httpx.TransportError) as exc:
+            sys.exit(f"groundswell-stack seed: {exc}")
+        public = os.environ.get("PUBLIC_BASE_URL", args.signing_url).rstrip("/")
+        print(f"Demo petition ready: {public}/p/{DEMO_SLUG}")
     elif args.command == "reconcile":
         token = os.environ.get("ADMIN_TOKEN")
         if not token:

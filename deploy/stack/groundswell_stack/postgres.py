@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import stat
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from groundswell_stack.processes import ManagedProcess, wait_for_port
+from groundswell_stack.state import cluster_root
 
 DATABASE = "groundswell"
 
@@ -45,22 +43,6 @@ def _as_postgres_user(argv: list[str]) -> list[str]:
 def _give_to_postgres(path: Path) -> None:
     if os.geteuid() == 0:
         shutil.chown(path, user="postgres")
-
-
-def _postgres_can_reach(path: Path) -> bool:
-    """Whether the postgres user can walk down to `path` (every parent searchable by others)."""
-    if os.geteuid() != 0:
-        return True
-    return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents if parent.exists())
-
-
-def cluster_root(wanted: Path) -> Path:
-    """`wanted`, or, when the postgres user cannot reach it (a checkout under /root, say),
-    a folder of its own under the system temp dir, stable for the same `wanted`."""
-    if _postgres_can_reach(wanted):
-        return wanted
-    digest = hashlib.sha1(str(wanted).encode(), usedforsecurity=False).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"groundswell-postgres-{digest}"
 
 
 class LocalPostgres:

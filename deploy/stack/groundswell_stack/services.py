@@ -1,4 +1,5 @@
-"""The four Groundswell services as child processes, with the environment they share."""
+"""The four Groundswell services (and signing's outbox relay) as child processes, with the
+environment they share."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from groundswell_stack.processes import ManagedProcess
+from groundswell_stack.processes import ManagedProcess, free_port
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,25 @@ class ServiceSpec:
         return f"http://127.0.0.1:{self.port}"
 
 
+# The signing outbox relay runs as a process of its own (groundswell_signing's
+# entrypoints/relay.py says why); `serve` is told to leave it out.
+RELAY_MODE = {"SIGNING_RELAY_MODE": "separate"}
+
+
+def relay_port(env: Mapping[str, str]) -> int:
+    """SIGNING_RELAY_PORT; else 8005 on the default ports. A stack whose signing port was
+    moved (tests, chaos runs, benches on free ports) gets a free port instead, written
+    back into `env` when it can be, so later calls with the same `env` agree."""
+    if "SIGNING_RELAY_PORT" in env:
+        return int(env["SIGNING_RELAY_PORT"])
+    if "SIGNING_PORT" not in env:
+        return 8005
+    port = free_port()
+    if isinstance(env, MutableMapping):
+        env["SIGNING_RELAY_PORT"] = str(port)
+    return port
+
+
 def service_specs(env: Mapping[str, str]) -> list[ServiceSpec]:
     def port(name: str, default: int) -> int:
         return int(env.get(name, default))
@@ -34,6 +54,9 @@ def service_specs(env: Mapping[str, str]) -> list[ServiceSpec]:
     return [
         ServiceSpec(
             "signing", ("groundswell-signing", "serve"), "SIGNING_PORT", port("SIGNING_PORT", 8001)
+        ),
+        ServiceSpec(
+            "signing-relay", ("groundswell-signing", "relay"), "SIGNING_RELAY_PORT", relay_port(env)
         ),
         ServiceSpec(
             "counter", ("groundswell-counter", "worker"), "COUNTER_PORT", port("COUNTER_PORT", 8002)
@@ -51,6 +74,8 @@ def service_env(base: Mapping[str, str], specs: list[ServiceSpec]) -> dict[str, 
     """Every service gets every port and public URL, so links between them line up."""
     by_name = {s.name: s for s in specs}
     env = dict(base)
+    if "signing-relay" in by_name:
+        env |= RELAY_MODE
     for spec in specs:
         env[spec.port_env] = str(spec.port)
     env.setdefault("PUBLIC_BASE_URL", by_name["signing"].url)

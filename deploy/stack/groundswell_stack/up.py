@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import signal
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from types import FrameType
 from groundswell_stack.demo import DEMO_SLUG, seed_demo
 from groundswell_stack.infra import Infra, start_infra
 from groundswell_stack.processes import port_open
+from groundswell_stack.retention import RetentionLoop
 from groundswell_stack.services import (
     ServiceSpec,
     clean_env,
@@ -19,6 +19,7 @@ from groundswell_stack.services import (
     start_service,
     wait_until_ready,
 )
+from groundswell_stack.state import admin_token as run_admin_token
 from groundswell_stack.supervision import StackSupervisor, Supervised, replay
 
 DEFAULT_KAFKA_PORT = 9092
@@ -63,9 +64,11 @@ def up(run_dir: Path) -> None:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     run_dir.chmod(0o755)  # the database runs as the postgres user when we are root
-    admin_token = env.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    # Kept in the run dir across restarts, so a token written down keeps working.
+    admin_token, token_origin = run_admin_token(run_dir, env)
     infra: Infra | None = None
     services: list[Supervised] = []
+    retention: RetentionLoop | None = None
     try:
         print("Starting PostgreSQL, Kafka (Tansu) and the SMTP sink...", flush=True)
         infra = start_infra(
@@ -74,6 +77,14 @@ def up(run_dir: Path) -> None:
             smtp_port=wanted.get("smtp"),
             postgres_port=wanted.get("postgres"),
         )
+        if infra.postgres is not None:
+            # Said at once: a cluster moved to the temp dir is otherwise hard to find.
+            moved = not infra.postgres.data.is_relative_to(run_dir)
+            print(
+                f"  PostgreSQL data: {infra.postgres.data}"
+                + (f" (the postgres user cannot enter {run_dir})" if moved else ""),
+                flush=True,
+            )
         if infra.smtp is not None:
             print(f"  SMTP sink: {infra.smtp_host}:{infra.smtp_port}, messages in {infra.mail_dir}")
         shared = service_env(env | infra.env() | {"ADMIN_TOKEN": admin_token}, specs)
@@ -88,10 +99,12 @@ def up(run_dir: Path) -> None:
             # downstream view (counts, share stats) comes back exact.
             replay(shared)
         demo_url = seed_demo(specs[0].url, admin_token)
-        _print_summary(specs, demo_url, admin_token, infra, log_dir)
+        _print_summary(specs, demo_url, (admin_token, token_origin), infra, log_dir)
         supervisor = StackSupervisor(services, infra, shared, log_dir, say=_say)
+        retention = RetentionLoop(shared, run_dir, say=_say)
         while True:
             supervisor.tick()
+            retention.tick()
             time.sleep(0.5)
     except Stop as stop:
         print(f"\nStopping ({stop})...", flush=True)
@@ -99,6 +112,8 @@ def up(run_dir: Path) -> None:
         signal.signal(
             signal.SIGINT, signal.SIG_IGN
         )  # a second Ctrl-C must not cut the cleanup short
+        if retention is not None:
+            retention.stop()
         for s in reversed(services):
             s.process.stop()
         if infra is not None:
@@ -107,8 +122,13 @@ def up(run_dir: Path) -> None:
 
 
 def _print_summary(
-    specs: list[ServiceSpec], demo_url: str, admin_token: str, infra: Infra, log_dir: Path
+    specs: list[ServiceSpec],
+    demo_url: str,
+    token: tuple[str, str],
+    infra: Infra,
+    log_dir: Path,
 ) -> None:
+    admin_token, token_origin = token
     by_name = {s.name: s.url for s in specs}
     counts = f"{by_name['counter']}/api/petitions/{DEMO_SLUG}/count"
     lines = [
@@ -124,11 +144,16 @@ def _print_summary(
         "  Health / metrics      <service>/healthz, /readyz, /metrics",
         f"  Kafka bootstrap       {infra.kafka_bootstrap}",
         f"  PostgreSQL            {infra.database_url}",
+        *(
+            [f"  PostgreSQL data       {infra.postgres.data} (`make clean` removes it)"]
+            if infra.postgres is not None
+            else []
+        ),
         f"  SMTP                  {infra.smtp_host}:{infra.smtp_port}"
         + (f" (messages saved in {infra.mail_dir})" if infra.mail_dir else ""),
         f"  Service logs          {log_dir}/",
         "",
-        f"  Admin token           {admin_token}",
+        f"  Admin token           {admin_token} ({token_origin})",
         "",
         "Try it:",
         f"  curl -s -X POST {by_name['signing']}/api/petitions/{DEMO_SLUG}/signatures \\",

@@ -13,11 +13,31 @@ class Topic(StrEnum):
     COUNTS = "counts"
     MILESTONES = "milestones"
     EMAIL_EVENTS = "email-events"
+    # Data keys for sealed contact details: the mailer alone reads it (ACLs on Kafka).
+    SIGNER_KEYS = "signer-keys"
+    # Erasure and access requests awaiting verification by email (contact sealed).
+    PRIVACY = "privacy"
 
 
 # Topics that hold "the latest value per key" rather than a history. Compacted on
-# real Kafka; the local broker keeps everything, which is harmless.
-COMPACTED_TOPICS = frozenset({Topic.COUNTS})
+# real Kafka; the local broker keeps everything (harmless for counts; for signer-keys
+# it means a shredded key stays in the broker's memory until it restarts, see
+# docs/privacy.md).
+COMPACTED_TOPICS = frozenset({Topic.COUNTS, Topic.SIGNER_KEYS})
+
+# A shredded key must leave the log soon, not "some day": segments roll hourly and any
+# record superseded for an hour is due for compaction (max.compaction.lag.ms, KIP-354).
+_HOUR_MS = str(60 * 60 * 1000)
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    Topic.COUNTS: {"cleanup.policy": "compact"},
+    Topic.SIGNER_KEYS: {
+        "cleanup.policy": "compact",
+        "segment.ms": _HOUR_MS,
+        "max.compaction.lag.ms": _HOUR_MS,
+        "min.cleanable.dirty.ratio": "0.01",
+        "delete.retention.ms": _HOUR_MS,
+    },
+}
 
 
 def dead_letter_topic(consumer: str) -> str:

@@ -21,7 +21,9 @@ from groundswell_contracts.headers import CORRELATION_ID, DLQ_ERROR, DLQ_SOURCE,
 from groundswell_runtime.logging import PERSONAL_KEYS
 
 MASK = "***"
-PERSONAL = PERSONAL_KEYS | {"first_name", "last_name", "phone", "user_agent"}
+PERSONAL = PERSONAL_KEYS | {"first_name", "last_name", "phone", "user_agent", "data_key"}
+# Sealed contact details (groundswell_contracts.sealed): shown as what they are.
+SEALED = "(sealed)"
 # Fields every event has: shown in their own columns, not in the summary.
 COMMON_FIELDS = {"event_id", "event_type", "schema_version", "occurred_at", "petition_id"}
 SUMMARY_WIDTH = 160
@@ -74,7 +76,14 @@ def scrub(text: str) -> str:
 def masked(document: Any) -> Any:
     """A copy of a JSON document with every personal field masked, at any depth."""
     if isinstance(document, dict):
-        return {k: mask_value(k, v) if is_personal(k) else masked(v) for k, v in document.items()}
+        return {
+            k: SEALED
+            if k == "contact" and isinstance(v, dict) and "ciphertext" in v
+            else mask_value(k, v)
+            if is_personal(k)
+            else masked(v)
+            for k, v in document.items()
+        }
     if isinstance(document, list):
         return [masked(v) for v in document]
     if isinstance(document, str):

@@ -14,6 +14,7 @@ import structlog
 
 from groundswell_runtime.consumer import EventConsumer, Handler
 from groundswell_runtime.kafka import make_consumer, make_producer
+from groundswell_runtime.retry import backoff
 
 log = structlog.get_logger()
 
@@ -25,7 +26,7 @@ async def supervise(
     name: str, run: Callable[[], Awaitable[None]], *, max_backoff: float = 10.0
 ) -> None:
     """Run `run` until it returns (a requested stop); restart it after any failure."""
-    backoff = 0.5
+    failures = 0
     loop = asyncio.get_running_loop()
     while True:
         started = loop.time()
@@ -35,13 +36,15 @@ async def supervise(
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the loop must outlive any one failure
-            if loop.time() - started > _HEALTHY_RUN_SECONDS:
-                backoff = 0.5
+            failures = 1 if loop.time() - started > _HEALTHY_RUN_SECONDS else failures + 1
+            pause = backoff(failures, first=0.5, cap=max_backoff)
             log.warning(
-                "background_task_failed", task=name, error=type(exc).__name__, retry_in=backoff
+                "background_task_failed",
+                task=name,
+                error=type(exc).__name__,
+                retry_in=round(pause, 2),
             )
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, max_backoff)
+        await asyncio.sleep(pause)
 
 
 class ConsumerLoop:

@@ -16,14 +16,16 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from groundswell_contracts.events import TOPIC_OF, AnyEvent, parse_event
+from aiokafka.errors import IllegalStateError
+from groundswell_contracts.events import TOPIC_OF, AnyEvent, DataKeyIssued, parse_event
 from groundswell_contracts.headers import DLQ_ERROR, DLQ_SOURCE
 from groundswell_contracts.topics import dead_letter_topic
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from groundswell_runtime.correlation import bind_correlation_id, correlation_from_headers
 from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS
+from groundswell_runtime.lag import LagRows, register_lag_source, unregister_lag_source
 
 log = structlog.get_logger()
 
@@ -31,10 +33,26 @@ EVENTS_HANDLED = Counter(
     "groundswell_events_handled_total", "Events consumed", ["consumer", "event_type"]
 )
 DEAD_LETTERS = Counter("groundswell_dead_letters_total", "Events dead-lettered", ["consumer"])
+# The same writes by source topic: which stream is producing poison, for the DLQ alert.
+DLQ_EVENTS = Counter(
+    "groundswell_dlq_events_total",
+    "Events written to a dead-letter topic, by consumer and the topic they came from",
+    ["consumer", "topic"],
+)
+# Lag alone cannot tell a caught-up consumer from one stuck in a retry loop (its lag
+# stops being updated); a poll timestamp that stops moving can.
+LAST_POLL = Gauge(
+    "groundswell_consumer_last_poll_timestamp_seconds",
+    "When the consumer last finished a poll (handled what it fetched, or found nothing)",
+    ["consumer"],
+)
 
 Handler = Callable[[AnyEvent], Awaitable[None]]
 # Applies one event inside a transaction it is given; claims the event itself.
 TransactionalHandler = Callable[[asyncpg.Connection, AnyEvent], Awaitable[None]]
+# Runs first in a batch's transaction with all its events (e.g. takes their locks in one
+# order, so batches of different partitions cannot deadlock on each other).
+BatchPreparer = Callable[[asyncpg.Connection, list[AnyEvent]], Awaitable[None]]
 
 
 class InTransaction:
@@ -49,9 +67,15 @@ class InTransaction:
     alone (and is dead-lettered) while the rest are applied.
     """
 
-    def __init__(self, pool: asyncpg.Pool, handle: TransactionalHandler) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        handle: TransactionalHandler,
+        prepare: BatchPreparer | None = None,
+    ) -> None:
         self._pool = pool
         self._handle = handle
+        self._prepare = prepare
 
     async def __call__(self, event: AnyEvent) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -59,6 +83,8 @@ class InTransaction:
 
     async def batch(self, events: list[tuple[AnyEvent, str | None]]) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
+            if self._prepare is not None:
+                await self._prepare(conn, [event for event, _ in events])
             for event, correlation_id in events:
                 bind_correlation_id(correlation_id)
                 await self._handle(conn, event)
@@ -107,8 +133,18 @@ class EventConsumer:
         self._dead_letters = dead_letters
         self._handler = handler
         self._max_attempts = max_attempts
+        self._lag: dict[tuple[str, int], int] = {}
 
     async def run(self) -> None:
+        register_lag_source(self.name, self._lag_rows)
+        try:
+            await self._poll_forever()
+        finally:
+            # A stopped consumer's lag is unknown, not frozen: its series go away (the
+            # poll timestamp stays, so "stalled" still shows).
+            unregister_lag_source(self.name, self._lag_rows)
+
+    async def _poll_forever(self) -> None:
         while True:
             batches = await self._consumer.getmany(timeout_ms=1000)
             # Partitions in parallel, each in order: keyed order (one petition's events)
@@ -120,6 +156,33 @@ class EventConsumer:
                     group.create_task(self._handle_in_order(records))
             if batches:
                 await self._consumer.commit()
+            await self._measure_lag()
+            LAST_POLL.labels(self.name).set_to_current_time()
+
+    async def _measure_lag(self) -> None:
+        """Per assigned partition: the high-water mark of the latest Fetch minus the next
+        offset this consumer will hand out, i.e. what is written but not yet handled.
+
+        Measured once per poll (about a second), from the client's own state: no broker
+        round trip. A partition with no Fetch answer yet has no high-water mark and is
+        left out rather than guessed.
+        """
+        lag: dict[tuple[str, int], int] = {}
+        for tp in self._consumer.assignment():
+            try:
+                highwater = self._consumer.highwater(tp)
+                if highwater is None:
+                    continue
+                # A high-water mark means a Fetch was made from a valid position, so this
+                # returns at once; the bound only guards a rebalance in between.
+                position = await asyncio.wait_for(self._consumer.position(tp), timeout=1.0)
+            except (IllegalStateError, AssertionError, TimeoutError):
+                continue  # revoked meanwhile, or no position yet: the next poll measures it
+            lag[(tp.topic, tp.partition)] = max(highwater - position, 0)
+        self._lag = lag
+
+    def _lag_rows(self) -> LagRows:
+        return [(topic, partition, value) for (topic, partition), value in self._lag.items()]
 
     async def _handle_in_order(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         batch = getattr(self._handler, "batch", None)
@@ -198,9 +261,13 @@ class EventConsumer:
         headers = [*record.headers, (DLQ_ERROR, error[:500].encode())]
         headers.append((DLQ_SOURCE, f"{record.topic}:{record.partition}:{record.offset}".encode()))
         await self._dead_letters.send_and_wait(
-            dead_letter_topic(self.name), value=record.value, key=record.key, headers=headers
+            dead_letter_topic(self.name),
+            value=_without_key_material(record.value),
+            key=record.key,
+            headers=headers,
         )
         DEAD_LETTERS.labels(self.name).inc()
+        DLQ_EVENTS.labels(self.name, record.topic).inc()
         # The full error travels in the dead letter's header (read with `groundswell-ops dlq
         # show`, which masks personal data); the log line names only its kind.
         log.error(
@@ -209,6 +276,20 @@ class EventConsumer:
             offset=record.offset,
             error=error.split(":", 1)[0][:80],
         )
+
+
+def _without_key_material(raw: bytes | None) -> bytes | None:
+    """A dead letter never holds a data key: a dead-letter topic is not compacted, so a key
+    copied there would outlive its shredding (docs/privacy.md). The stub still says which
+    key failed; the record itself stays on `signer-keys` for a replay."""
+    try:
+        event = parse_event(raw or b"")
+    except ValidationError:
+        return raw  # not a key, whatever it is
+    if isinstance(event, DataKeyIssued):
+        stub = {"event_type": event.event_type, "key_id": str(event.key_id), "withheld": True}
+        return json.dumps(stub).encode()
+    return raw
 
 
 def _is_unknown_type(raw: bytes | None) -> bool:

@@ -38,10 +38,6 @@ TEMPORARY_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def is_temporary(exc: BaseException) -> bool:
-    return isinstance(exc, TEMPORARY_DATABASE_ERRORS)
-
-
 @dataclass(frozen=True)
 class Migration:
     name: str

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, for_code
 from aiokafka.protocol.metadata import MetadataRequest
-from groundswell_contracts.topics import COMPACTED_TOPICS, all_topics
+from groundswell_contracts.topics import TOPIC_CONFIGS, all_topics
 
 log = structlog.get_logger()
 
@@ -85,7 +85,7 @@ async def ensure_topics(
                 name,
                 num_partitions=partitions,
                 replication_factor=replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if name in COMPACTED_TOPICS else {},
+                topic_configs=TOPIC_CONFIGS.get(name, {}),
             )
             for name in names
         ]

@@ -26,10 +26,25 @@ def _drop_personal_data(
     return event_dict
 
 
+def _naming_service(service: str) -> structlog.types.Processor:
+    """Every line names its service. Not a context variable: the request-id middleware
+    clears the context at the start of each request, which would drop it from every line
+    a request writes (request and audit lines included)."""
+
+    def add(
+        _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        event_dict.setdefault("service", service)
+        return event_dict
+
+    return add
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Route structlog and stdlib logging (uvicorn, aiokafka, faust) through one JSON renderer."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _naming_service(service),
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_personal_data,
@@ -56,4 +71,3 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # uvicorn's access log prints client addresses: personal data.
     logging.getLogger("uvicorn.access").disabled = True
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(service=service)

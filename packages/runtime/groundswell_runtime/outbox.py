@@ -2,13 +2,16 @@
 
 `enqueue` writes the event into `<schema>.outbox` inside the same transaction as
 the business change, so the event exists if and only if the change committed.
-`OutboxRelay` publishes pending rows in id order and marks them published.
+`OutboxRelay` takes pending rows in id order, deleting them in the same transaction,
+and commits once the broker has them: an outbox row may hold sealed personal data or a
+data key, and nothing needs it after publication (a rebuild replays from the business
+tables, not from here).
 
 Only one relay publishes at a time (a transaction-scoped advisory lock), which keeps
 per-petition order even with several service instances; rows are also taken
 `FOR UPDATE SKIP LOCKED` so no two relays can hold the same row. If the broker is
-down the relay backs off and retries; nothing is lost because nothing is deleted
-until it is published (and older than the retention).
+down the relay backs off and retries; nothing is lost because no deletion commits
+until the broker has acknowledged it.
 """
 
 from __future__ import annotations
@@ -18,14 +21,13 @@ import contextlib
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from groundswell_contracts.events import Event, encode, topic_for
+from groundswell_contracts.events import BaseEvent, encode, topic_for
 from groundswell_contracts.headers import CORRELATION_ID, EVENT_TYPE
 from prometheus_client import Counter, Gauge
 
@@ -84,14 +86,14 @@ def notify_channel(schema: str) -> str:
     return f"{schema}_outbox"
 
 
-async def enqueue(conn: asyncpg.Connection, schema: str, *events: Event) -> None:
+async def enqueue(conn: asyncpg.Connection, schema: str, *events: BaseEvent) -> None:
     """Write events into the outbox; call inside the transaction that makes the change."""
     cid = current_correlation_id()
     await enqueue_correlated(conn, schema, [(e, cid) for e in events])
 
 
 async def enqueue_correlated(
-    conn: asyncpg.Connection, schema: str, events: Sequence[tuple[Event, str | None]]
+    conn: asyncpg.Connection, schema: str, events: Sequence[tuple[BaseEvent, str | None]]
 ) -> None:
     """`enqueue` for events of several requests at once (group commit): each event carries
     the correlation id of the request it came from. One statement, however many events."""
@@ -134,7 +136,6 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,
-        retention: timedelta = timedelta(days=7),
         producer: AIOKafkaProducer | None = None,
         prepare_broker: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -143,7 +144,6 @@ class OutboxRelay:
         self._schema = schema
         self._batch_size = batch_size
         self._poll_interval = poll_interval
-        self._retention = retention
         self._producer = producer or make_producer(bootstrap)
         self._producer_started = producer is not None
         self._wakeup = asyncio.Event()
@@ -198,17 +198,27 @@ class OutboxRelay:
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._lock_key):
                 self._progressed()  # another relay (another worker process) is publishing
                 return 0
+            # Taken and deleted in one statement (a round trip less than SELECT, then
+            # DELETE): the deletion is undone by the rollback if any delivery fails below,
+            # so the rows stay pending until the broker has them. ARRAY(...) makes the
+            # choice of rows an init plan, run exactly once: with `id IN (subquery)` the
+            # planner, misled by the statistics of a table that is empty between bursts,
+            # chose a nested loop that ran the subquery again for every outbox row
+            # (measured at 1,000 signatures/s: 0.35 s and 426,000 buffer reads per pass).
             rows = await conn.fetch(
-                f"SELECT id, topic, message_key, payload, correlation_id, event_type, "
-                "extract(epoch from now() - created_at) AS age "
-                f'FROM "{self._schema}".outbox WHERE published_at IS NULL '
-                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                f'DELETE FROM "{self._schema}".outbox WHERE id = ANY(ARRAY('
+                f'SELECT id FROM "{self._schema}".outbox WHERE published_at IS NULL '
+                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)) "
+                "RETURNING id, topic, message_key, payload, correlation_id, event_type, "
+                "extract(epoch from now() - created_at) AS age",
                 self._batch_size,
             )
             if not rows:
                 self._progressed()
                 OUTBOX_OLDEST_AGE.labels(self._schema).set(0)
                 return 0
+            # RETURNING has no order of its own; events go out in id order (per-key order).
+            rows.sort(key=lambda row: row["id"])
             OUTBOX_OLDEST_AGE.labels(self._schema).set(float(rows[0]["age"]))
             deliveries = []
             for row in rows:
@@ -223,13 +233,10 @@ class OutboxRelay:
                         headers=headers,
                     )
                 )
-            # Any failed delivery raises here and rolls the whole batch back: rows
-            # stay pending and are retried (consumers dedupe the ones that did land).
+            # Any failed delivery raises here and rolls the whole batch back, deletion
+            # included: rows stay pending and are retried (consumers dedupe the ones that
+            # did land). Committing below is what removes them.
             await asyncio.gather(*deliveries)
-            await conn.execute(
-                f'UPDATE "{self._schema}".outbox SET published_at = now() WHERE id = ANY($1)',
-                [r["id"] for r in rows],
-            )
         OUTBOX_PUBLISHED.labels(self._schema).inc(len(rows))
         self._progressed()
         return len(rows)
@@ -243,11 +250,10 @@ class OutboxRelay:
             )
 
     async def prune(self) -> int:
+        """Rows an older relay marked published instead of deleting (upgrades)."""
         async with self._pool.acquire() as conn:
             status = await conn.execute(
-                f'DELETE FROM "{self._schema}".outbox '
-                "WHERE published_at IS NOT NULL AND published_at < now() - $1::interval",
-                self._retention,
+                f'DELETE FROM "{self._schema}".outbox WHERE published_at IS NOT NULL'
             )
         return int(status.split()[-1])
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import ipaddress
 
 from groundswell_contracts.topics import Consumer
+from groundswell_runtime.organisation import Organisation
 from groundswell_runtime.settings import ServiceSettings
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
+
+from groundswell_mailer.domain.messages import Campaign
 
 
 class MailerSettings(ServiceSettings):
@@ -22,9 +25,19 @@ class MailerSettings(ServiceSettings):
     share_base_url: str = Field(
         "http://127.0.0.1:8004", validation_alias=AliasChoices("SHARE_BASE_URL")
     )
-    mail_from: str = Field(
-        "Groundswell <no-reply@groundswell.localhost>",
-        validation_alias=AliasChoices("MAILER_FROM"),
+    # The campaign's identity (`ORG_*`, groundswell_runtime.organisation): the From
+    # header and every email's footer. MAILER_FROM, when set, overrides the From alone.
+    organisation: Organisation = Field(default_factory=Organisation)
+    mail_from: str = Field("", validation_alias=AliasChoices("MAILER_FROM"))
+    # How long signing keeps a confirmation link valid, for the email to say so. Signing
+    # enforces SIGNING_CONFIRMATION_TTL_HOURS; the mailer cannot ask it, so it reads the
+    # same variable (the stack gives every service one environment), or its own.
+    confirmation_ttl_hours: int = Field(
+        72,
+        ge=1,
+        validation_alias=AliasChoices(
+            "MAILER_CONFIRMATION_TTL_HOURS", "SIGNING_CONFIRMATION_TTL_HOURS"
+        ),
     )
 
     smtp_host: str = Field("127.0.0.1", validation_alias=AliasChoices("SMTP_HOST"))
@@ -56,10 +69,32 @@ class MailerSettings(ServiceSettings):
     poll_interval_seconds: float = Field(1.0, gt=0)
     # A thank-you held for a signature never confirmed is forgotten (address included).
     unconfirmed_retention_days: int = Field(30, ge=1)
+    # `groundswell-mailer retention` (adapters/retention.py): finished emails are deleted
+    # this long after they finished. Handled event ids are kept unless this is set (0:
+    # keep; they are what stops a replay sending an email twice, see that module).
+    email_retention_days: int = Field(90, ge=1)
+    processed_events_retention_days: int = Field(0, ge=0)
+    retention_batch_size: int = Field(1_000, ge=1)
+
+    # Organisers' API (mailings): `Authorization: Bearer <ADMIN_TOKEN>`, the stack's one
+    # admin token; unset, the admin routes answer 401 to everyone.
+    admin_token: SecretStr | None = Field(None, validation_alias=AliasChoices("ADMIN_TOKEN"))
+    # Mailings leave at most this many emails per second (all mailings together, all
+    # mailer processes together): the campaign's relay and its reputation set it.
+    mailing_rate_per_second: float = Field(10.0, gt=0)
 
     # Overridable so a test or a replay can read the topic under a group of its own;
     # dead letters always go to `mailer.dlq`.
     consumer_group: str = Consumer.MAILER.value
+
+    @model_validator(mode="after")
+    def _from_the_organisation(self) -> MailerSettings:
+        if not self.mail_from.strip():
+            self.mail_from = self.organisation.mail_from()
+        return self
+
+    def campaign(self) -> Campaign:
+        return Campaign(self.organisation, self.confirmation_ttl_hours)
 
     @model_validator(mode="after")
     def _starttls_off_loopback(self) -> MailerSettings:

@@ -37,6 +37,11 @@ class SharingSettings(ServiceSettings):
     # credited to the channel of the latest click on the same link within this window.
     referral_click_window_hours: float = Field(24.0, gt=0)
     stats_max_age_seconds: int = Field(10, ge=0)
+    # `groundswell-sharing retention` (adapters/retention.py): clicks are deleted after
+    # this long, and clicks on a code that never became known after theirs.
+    click_retention_days: int = Field(365, ge=1)
+    pending_click_retention_days: int = Field(1, ge=1)
+    retention_batch_size: int = Field(1_000, ge=1)
     # Overridable so a test or a replay can read under a group of its own; dead
     # letters always go to `sharing.dlq`.
     consumer_group: str = Consumer.SHARING.value

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from groundswell_runtime.organisation import Organisation
 from groundswell_runtime.settings import ServiceSettings
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -55,6 +56,18 @@ class SigningSettings(ServiceSettings):
     admin_auth_base_delay_seconds: float = Field(2.0, gt=0)
 
     confirmation_ttl_hours: int = 72
+    # Retention (`groundswell-signing retention`, service_layer/retention.py): signatures
+    # are anonymised this long after their petition closes, unconfirmed ones deleted
+    # after `unconfirmed_retention_days`, finished privacy requests deleted after theirs.
+    retention_after_close_days: int = Field(183, ge=1)
+    # The campaign's policy for an erased signature: it keeps counting, anonymised (True),
+    # or it is withdrawn from the count (False). Either way no personal data is left.
+    erasure_keeps_count: bool = True
+    unconfirmed_retention_days: int = Field(30, ge=1)
+    privacy_request_retention_days: int = Field(30, ge=1)
+    retention_batch_size: int = Field(1_000, ge=1)
+    # The campaign's identity on every page (`ORG_*`, groundswell_runtime.organisation).
+    organisation: Organisation = Field(default_factory=Organisation)
     consent_wording_version: str = "2026-11-contact-v1"
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 16_384

@@ -147,8 +147,6 @@ def build_scenario(seed: int, signatures_topic: str) -> Scenario:
                     petition_slug=plan.slug,
                     petition_title="A petition",
                     status=status,  # type: ignore[arg-type]
-                    email=f"{signature_id.hex[:8]}@example.org",
-                    name="A Signer",
                     contact_consent=True,
                     postcode_area=rng.choice(AREAS),
                     country=rng.choice(COUNTRIES),
@@ -191,8 +189,6 @@ def build_scenario(seed: int, signatures_topic: str) -> Scenario:
                         signature_id=signature_id,
                         petition_slug=plan.slug,
                         petition_title="A petition",
-                        email="again@example.org",
-                        name="A Signer",
                         share_code="x",
                     ),
                 )

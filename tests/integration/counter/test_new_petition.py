@@ -29,8 +29,6 @@ def first_signature(petition: PetitionCreated) -> SignatureCreated:
         petition_slug=petition.slug,
         petition_title=petition.title,
         status="signed",
-        email="first@example.org",
-        name="First Signer",
         contact_consent=False,
         postcode_area="OX",
         country="GB",

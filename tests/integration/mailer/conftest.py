@@ -24,12 +24,12 @@ from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
 from groundswell_contracts.events import (
     AnyEvent,
-    Event,
-    SignatureCreated,
+    BaseEvent,
     encode,
     parse_event,
     topic_for,
 )
+from groundswell_contracts.testing import Signed, signed
 from groundswell_mailer.adapters import repository as repo
 from groundswell_mailer.config import MailerSettings
 from groundswell_mailer.entrypoints.dispatcher import Dispatcher
@@ -98,20 +98,22 @@ async def producer(infra: Infra, topics: None) -> AsyncIterator[AIOKafkaProducer
         await kafka.stop()
 
 
-Publish = Callable[[Event], Awaitable[None]]
+Publish = Callable[[BaseEvent | Signed], Awaitable[None]]
 
 
 @pytest.fixture
 def publish(producer: AIOKafkaProducer) -> Publish:
     """Publish an event as the signing service's outbox relay does: topic and key by type."""
 
-    async def send(event: Event) -> None:
-        await producer.send_and_wait(topic_for(event).value, encode(event), key=event.key.encode())
+    async def send(event: BaseEvent | Signed) -> None:
+        # A signature goes out as signing's outbox sends it: its data key first.
+        for one in event.events if isinstance(event, Signed) else [event]:
+            await producer.send_and_wait(topic_for(one).value, encode(one), key=one.key.encode())
 
     return send
 
 
-def new_signature(**overrides: Any) -> SignatureCreated:
+def new_signature(**overrides: Any) -> Signed:
     """A SignatureCreated with a unique petition, signer and address."""
     unique = uuid.uuid4().hex[:10]
     fields: dict[str, Any] = {
@@ -128,11 +130,11 @@ def new_signature(**overrides: Any) -> SignatureCreated:
         "withdraw_token": f"wd-{unique}",
     }
     fields.update(overrides)
-    return SignatureCreated(**fields)
+    return signed(**fields)
 
 
 @pytest.fixture
-def signature() -> Callable[..., SignatureCreated]:
+def signature() -> Callable[..., Signed]:
     return new_signature
 
 

@@ -20,6 +20,7 @@ from groundswell_contracts.events import (
     SignatureWithdrawn,
     Unsubscribed,
 )
+from groundswell_contracts.testing import duplicate_of
 
 PUBLIC_BASE_URL = "http://signing.test"
 SHARE_BASE_URL = "http://share.test"
@@ -81,7 +82,7 @@ async def test_signed_signature_gets_exactly_one_thank_you(mailer: Any, kit: Any
     event = kit.signature(name="<b>Zoë</b> O'Brien")
     await kit.publish(event)
     await kit.publish(event)  # redelivered
-    await kit.publish(event.model_copy(update={"event_id": uuid.uuid4()}))  # replayed
+    await kit.publish(event.again())  # the same signature again, under another event id
     await drain(kit, event.petition_id)
 
     messages = kit.mail_to(kit.infra.mail_dir, event.email)
@@ -199,14 +200,10 @@ async def test_already_signed_notice_is_capped_per_day(mailer: Any, kit: Any) ->
     start = datetime.now(UTC)
 
     def attempt(after: timedelta) -> SignatureDuplicateAttempted:
-        return SignatureDuplicateAttempted(
-            petition_id=original.petition_id,
-            signature_id=original.signature_id,
-            petition_slug=original.petition_slug,
-            petition_title=original.petition_title,
+        return duplicate_of(
+            original,
             email=original.email.upper(),  # the same mailbox, typed differently
             name="Zoë",
-            share_code=original.share_code,
             occurred_at=start + after,
         )
 

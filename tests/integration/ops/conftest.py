@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from groundswell_contracts.events import Event, SignatureCreated, encode
 from groundswell_contracts.headers import CORRELATION_ID, EVENT_TYPE
+from groundswell_contracts.testing import signed
 from groundswell_runtime.kafka import ensure_topics, make_producer
 from groundswell_stack.infra import Infra
 
@@ -114,7 +115,8 @@ def signature(petition_id: uuid.UUID | None = None, **changes: Any) -> Signature
         "confirmation_token": SECRET_TOKEN,
         "withdraw_token": SECRET_TOKEN + "-w",
     }
-    return SignatureCreated(**(fields | changes))
+    # As signing publishes it: the contact sealed (its key goes to the mailer alone).
+    return signed(**(fields | changes)).event
 
 
 def assert_no_personal_data(text: str) -> None:

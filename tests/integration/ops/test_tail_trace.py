@@ -42,7 +42,7 @@ async def test_tail_prints_every_record_masked_and_filters_by_petition(
     assert sum("SignatureConfirmed" in line for line in lines) == 1
     assert all("cid=cid-tail-1" in line for line in lines)
     assert all(f"{topic}[" in line for line in lines)
-    assert "email=***@example.org" in run.stdout
+    assert "contact=(sealed)" in run.stdout
     assert "petition_slug=ops-test" in run.stdout and "country=GB" in run.stdout
     assert_no_personal_data(run.stdout)
 

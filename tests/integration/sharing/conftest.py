@@ -18,12 +18,12 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from groundswell_contracts.events import (
     AnyEvent,
-    Event,
-    SignatureCreated,
+    BaseEvent,
     encode,
     parse_event,
     topic_for,
 )
+from groundswell_contracts.testing import Signed, signed
 from groundswell_runtime.kafka import make_consumer, make_producer
 from groundswell_sharing.config import SharingSettings
 from groundswell_sharing.entrypoints.http import create_app
@@ -112,7 +112,9 @@ async def sharing_producer(infra: Infra, topics: None) -> AsyncIterator[AIOKafka
         await kafka.stop()
 
 
-def new_signature(**overrides: Any) -> SignatureCreated:
+def new_signature(*, leaderboard_consent: bool = False, **overrides: Any) -> Signed:
+    """A signature as signing publishes it; its first name reaches sharing only with
+    the signer's consent to the organisers' leaderboard."""
     unique = uuid.uuid4().hex[:10]
     fields: dict[str, Any] = {
         "petition_id": uuid.uuid4(),
@@ -128,7 +130,9 @@ def new_signature(**overrides: Any) -> SignatureCreated:
         "withdraw_token": f"w-{unique}",
     }
     fields.update(overrides)
-    return SignatureCreated(**fields)
+    if leaderboard_consent:
+        fields["leaderboard_name"] = fields["name"].split()[0]
+    return signed(**fields)
 
 
 async def eventually(
@@ -183,10 +187,11 @@ class Kit:
         self.infra = infra
         self._producer = producer
 
-    async def publish(self, event: Event) -> None:
-        await self._producer.send_and_wait(
-            topic_for(event).value, encode(event), key=event.key.encode()
-        )
+    async def publish(self, event: BaseEvent | Signed) -> None:
+        for one in event.events if isinstance(event, Signed) else [event]:
+            await self._producer.send_and_wait(
+                topic_for(one).value, encode(one), key=one.key.encode()
+            )
 
 
 @pytest.fixture

@@ -122,7 +122,7 @@ async def test_referral_is_counted_once_and_dropped_when_withdrawn(sharing: Any,
     b = kit.signature(petition_id=a.petition_id, petition_slug=a.petition_slug, ref=a.share_code)
     await kit.publish(b)
     await kit.publish(b)  # redelivered
-    await kit.publish(b.model_copy(update={"event_id": uuid.uuid4()}))  # replayed
+    await kit.publish(b.again())  # the same signature under another event id
     await drain(kit, sharing, a.petition_id)
 
     stats = await shares(sharing, a.petition_slug)
@@ -141,12 +141,9 @@ async def test_referral_is_counted_once_and_dropped_when_withdrawn(sharing: Any,
         a.signature_id,
         a.petition_id,
     )
-    outbox_rows = await sharing.db.fetchval(
-        "SELECT count(*) FROM sharing.outbox WHERE event_type = 'ReferralAttributed' "
-        "AND payload::jsonb ->> 'signature_id' = $1",
-        str(b.signature_id),
-    )
-    assert outbox_rows == 1
+    # Published once, whatever was redelivered (published outbox rows are deleted: the
+    # topic is the record).
+    assert len(await referral_events(kit, b.signature_id)) == 1
 
     withdrawn = SignatureWithdrawn(petition_id=b.petition_id, signature_id=b.signature_id)
     await kit.publish(withdrawn)

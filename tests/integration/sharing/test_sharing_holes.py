@@ -39,7 +39,7 @@ def admin(kit: Any, token: str | None = None) -> dict[str, str]:
 
 
 async def test_item3_public_share_stats_name_nobody(sharing: Any, kit: Any) -> None:
-    a = await signed_up(kit, sharing, name="Zebediah Quill")
+    a = await signed_up(kit, sharing, name="Zebediah Quill", leaderboard_consent=True)
     assert (await click(sharing, "198.51.100.31", f"/s/{a.share_code}?c=email")).status_code == 302
     b = await signed_up(
         kit, sharing, petition_id=a.petition_id, petition_slug=a.petition_slug, ref=a.share_code

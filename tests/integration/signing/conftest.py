@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from groundswell_contracts.sealed import SealedContact, associated_data, unseal
 from groundswell_signing.config import SigningSettings
 from groundswell_signing.entrypoints.http.app import create_app
 
@@ -47,14 +48,34 @@ class SigningHarness:
         return await self.client.post(f"/api/petitions/{slug}/signatures", json=body)
 
     async def outbox_events(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        """Every event the service has queued (the relay deletes rows once published, so
+        they are read from the copy `start_harness` keeps), with any sealed contact opened
+        as the mailer would open it: its fields join the document."""
         rows = await self.pool.fetch(
-            "SELECT event_type, payload, correlation_id FROM signing.outbox ORDER BY id"
+            "SELECT event_type, payload, correlation_id FROM signing.outbox_seen ORDER BY id"
         )
-        return [
-            json.loads(r["payload"]) | {"_correlation_id": r["correlation_id"]}
-            for r in rows
-            if event_type is None or r["event_type"] == event_type
-        ]
+        events = []
+        for r in rows:
+            if event_type is not None and r["event_type"] != event_type:
+                continue
+            document = json.loads(r["payload"]) | {"_correlation_id": r["correlation_id"]}
+            events.append(await self._opened(document))
+        return events
+
+    async def _opened(self, document: dict[str, Any]) -> dict[str, Any]:
+        sealed = document.get("contact")
+        if not sealed:
+            return document
+        contact = SealedContact.model_validate(sealed)
+        key = await self.pool.fetchval(
+            "SELECT data_key FROM signing.signatures WHERE id = $1 UNION ALL "
+            "SELECT data_key FROM signing.privacy_requests WHERE id = $1",
+            contact.key_id,
+        )
+        if key is None:  # erased since
+            return document
+        aad = associated_data(document["event_type"], uuid.UUID(document["event_id"]))
+        return document | unseal(contact, key, aad).model_dump()
 
 
 SettingsFactory = Callable[..., SigningSettings]
@@ -81,9 +102,24 @@ def signing_settings(infra: Any, fresh_database: str) -> SettingsFactory:
 async def start_harness(settings: SigningSettings) -> AsyncIterator[SigningHarness]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
+        await _keep_outbox_copy(app.state.pool)
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://signing.test") as client:
             yield SigningHarness(client, app.state.pool, settings)
+
+
+async def _keep_outbox_copy(pool: Any) -> None:
+    """Tests read what was queued after the relay has published (and deleted) it: a
+    trigger keeps a copy of every outbox row in this test database."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS signing.outbox_seen (LIKE signing.outbox); "
+            "CREATE OR REPLACE FUNCTION signing.keep_outbox_copy() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO signing.outbox_seen SELECT NEW.*; RETURN NEW; END $$; "
+            "CREATE OR REPLACE TRIGGER keep_outbox_copy AFTER INSERT ON signing.outbox "
+            "FOR EACH ROW EXECUTE FUNCTION signing.keep_outbox_copy();"
+        )
 
 
 @pytest.fixture

@@ -141,7 +141,8 @@ async def test_replay_requeues_the_same_events(signing: SigningHarness) -> None:
     original = {e["event_id"]: e["event_type"] for e in await signing.outbox_events()}
 
     queued = await replay_all(signing.pool)
-    assert queued == 4  # petition state, two created, one confirmed
+    # Petition state, two data keys (each before its signature), two created, one confirmed.
+    assert queued == 6
     events = await signing.outbox_events()
     replayed = events[len(original) :]
     assert {e["event_id"]: e["event_type"] for e in replayed} == original

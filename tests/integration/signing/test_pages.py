@@ -83,3 +83,13 @@ async def test_embed_page_may_be_framed(signing: SigningHarness) -> None:
     assert "frame-ancestors *" in page.headers["content-security-policy"]
     assert "x-frame-options" not in page.headers
     assert 'class="embed"' in page.text and 'id="sign-form"' in page.text
+
+
+async def test_the_page_shows_the_count_before_any_script_runs(signing: SigningHarness) -> None:
+    petition = await signing.create_petition(requires_confirmation=False, goal=10)
+    for n in range(2):
+        assert (await signing.sign(petition["slug"], email=f"c{n}@example.org")).status_code == 202
+    page = await signing.client.get(f"/p/{petition['slug']}")
+    assert page.status_code == 200
+    assert '<strong id="count">2</strong> <span id="count-label">signatures</span>' in page.text
+    assert '<progress id="progress" max="10" value="2">' in page.text

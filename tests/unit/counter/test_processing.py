@@ -74,8 +74,6 @@ def created(
         petition_slug=slug,
         petition_title="Owls",
         status=status,  # type: ignore[arg-type]
-        email="someone@example.org",
-        name="Someone",
         contact_consent=False,
         postcode_area=area,
         country=country,
@@ -175,8 +173,6 @@ def test_duplicate_attempts_count_nothing_but_name_the_petition() -> None:
         signature_id=uuid.uuid4(),
         petition_slug="owls",
         petition_title="Owls",
-        email="someone@example.org",
-        name="Someone",
         share_code="c",
     )
     step = run(attempt, sig_at(1))

@@ -29,8 +29,6 @@ def created(sig: uuid.UUID, status: str = "signed", **overrides: object) -> Sign
         "petition_slug": "owls",
         "petition_title": "Save the owls",
         "status": status,
-        "email": "someone@example.org",
-        "name": "Someone",
         "contact_consent": False,
         "postcode_area": "OX",
         "country": "GB",

@@ -334,8 +334,11 @@ def test_errors_are_stored_without_control_characters() -> None:
     assert "\x00" not in failure.describe()
 
 
-def test_backoff_doubles_up_to_its_cap() -> None:
-    assert [backoff(n) for n in (1, 2, 3, 10)] == [0.2, 0.4, 0.8, 5.0]
+def test_backoff_doubles_up_to_its_cap_spread_by_a_quarter_at_most() -> None:
+    for n, base in ((1, 0.2), (2, 0.4), (3, 0.8), (10, 5.0)):
+        pauses = {backoff(n) for _ in range(200)}
+        assert all(base <= p <= base * 1.25 for p in pauses), (n, sorted(pauses)[:3])
+        assert len(pauses) > 1  # spread: loops failing together do not retry together
 
 
 # --- a database that is restarting is an outage, not a bad event -------------------

@@ -34,6 +34,9 @@ ALL_KINDS = SIGNING_SIDE | {"click"}
 CONSUMERS_OF = {
     Topic.SIGNATURES.value: ("counter", "mailer", "sharing"),
     Topic.PETITIONS.value: ("counter", "sharing"),
+    Topic.SIGNER_KEYS.value: ("mailer",),
+    Topic.PRIVACY.value: ("mailer",),
+    Topic.MILESTONES.value: ("mailer",),
 }
 STOP_SECONDS = 20.0
 SINK_DOWN_SECONDS = 30.0

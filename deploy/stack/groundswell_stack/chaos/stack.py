@@ -121,6 +121,8 @@ class ChaosStack:
             **{s: f"groundswell-{s}" for s in SERVICES},
         }
         for pid, argv in children(self.up.pid):
+            if part == "signing" and "relay" in argv[:4]:
+                continue  # `groundswell-signing relay`, the outbox relay's own process
             if any(marks[part] in Path(arg).name for arg in argv[:4]):
                 return pid
         raise LookupError(f"no {part} process under groundswell-stack up ({self.up.pid})")

@@ -30,6 +30,7 @@ from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 from groundswell_contracts.events import (
     TOPIC_OF,
+    Event,
     SignatureConfirmed,
     SignatureCreated,
     SignatureInvalidated,
@@ -44,6 +45,7 @@ from groundswell_runtime.kafka import (
     broker_reachable,
     ensure_topics,
 )
+from groundswell_runtime.lag import faust_lag, register_lag_source
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
@@ -304,6 +306,10 @@ class CounterWorker:
                 _count_event("(unknown)", Outcome.IGNORED)
                 return
             await self._dead_letter(record, _describe(exc))
+            return
+        if not isinstance(parsed, Event):
+            # Keys and privacy requests never reach the counter's topics.
+            _count_event(parsed.event_type, Outcome.IGNORED)
             return
         sig_key = (
             signature_key(parsed.signature_id) if isinstance(parsed, SIGNATURE_EVENTS) else None
@@ -584,6 +590,7 @@ def run_worker(settings: CounterSettings) -> None:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(_ensure_topics(settings))
     counter = CounterWorker(settings)
+    register_lag_source("counter", faust_lag(counter.app))  # groundswell_consumer_lag_messages
     services: list[mode.ServiceT] = []
     if settings.serves_http:
         view = CountsView(

@@ -47,6 +47,8 @@ class ClaimedEmail:
     attempts: int
     unsubscribe_token: str
     unsubscribed: bool
+    # A mailing's id, a milestone's threshold, the n-th already-signed notice; else 1.
+    sequence: int = 1
 
 
 async def claim_due(
@@ -77,7 +79,7 @@ async def claim_due(
             "WHERE e.id = due.id AND r.address_key = e.address_key "
             "RETURNING e.id, e.signature_id, e.petition_id, e.kind, e.recipient, e.content, "
             "e.message_id, e.correlation_id, e.attempts, r.unsubscribe_token, "
-            "r.unsubscribed_at IS NOT NULL AS unsubscribed",
+            "r.unsubscribed_at IS NOT NULL AS unsubscribed, e.sequence",
             limit,
             lease,
             claimant,
@@ -95,6 +97,7 @@ async def claim_due(
             attempts=row["attempts"],
             unsubscribe_token=row["unsubscribe_token"],
             unsubscribed=row["unsubscribed"],
+            sequence=row["sequence"],
         )
         for row in rows
     ]

@@ -158,14 +158,6 @@ class Unsubscription:
     petition_id: UUID
 
 
-async def recipient_exists(pool: asyncpg.Pool, token: str) -> bool:
-    async with pool.acquire() as conn:
-        found = await conn.fetchval(
-            "SELECT true FROM mailer.recipients WHERE unsubscribe_token = $1", token
-        )
-    return found is True
-
-
 async def unsubscribe(conn: asyncpg.Connection, token: str) -> Unsubscription | None:
     """Unsubscribe the token's recipient; None for an unknown token."""
     row = await conn.fetchrow(
@@ -185,16 +177,6 @@ async def unsubscribe(conn: asyncpg.Connection, token: str) -> Unsubscription | 
     if row is None:
         return None
     return Unsubscription(row["newly"], row["last_signature_id"], row["last_petition_id"])
-
-
-async def email_states(pool: asyncpg.Pool, signature_id: UUID) -> dict[str, str]:
-    """`kind` -> status of a signature's emails (the latest notice for repeated kinds)."""
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT kind, status FROM mailer.emails WHERE signature_id = $1 ORDER BY sequence",
-            signature_id,
-        )
-    return {row["kind"]: row["status"] for row in rows}
 
 
 async def purge_unconfirmed(pool: asyncpg.Pool, older_than: timedelta) -> int:

@@ -13,6 +13,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from groundswell_contracts.events import EmailKind
+from groundswell_runtime.retry import backoff as backoff  # the one retry pause (re-exported)
 
 # A person can be told "you have already signed" at most once per signature per window,
 # so nobody can use the petition to flood someone else's mailbox.
@@ -50,8 +51,9 @@ _MESSAGE_STAGES = frozenset({SmtpStage.SENDER, SmtpStage.RECIPIENT, SmtpStage.DA
 
 
 def unsubscribe_applies(kind: EmailKind) -> bool:
-    """A confirmation is the only way a signature can count, so it ignores unsubscribes."""
-    return bool(kind != "confirmation")
+    """A confirmation is the only way a signature can count, and a privacy request's link
+    was asked for by the person it goes to: both ignore unsubscribes."""
+    return kind not in ("confirmation", "privacy_verification")
 
 
 def should_suppress(kind: EmailKind, unsubscribed: bool) -> bool:
@@ -213,11 +215,6 @@ class Lease:
 
     def may_start(self, now: float) -> bool:
         return self._renewed_at is not None and now < self._renewed_at + self.seconds * self._margin
-
-
-def backoff(failures: int, *, first: float = 0.2, cap: float = 5.0) -> float:
-    """Pause after the n-th failure in a row of the database or the SMTP server."""
-    return min(first * float(2 ** max(failures - 1, 0)), cap)
 
 
 _UNSTORABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")

@@ -12,14 +12,18 @@ import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, quote_plus, urlencode
+from urllib.parse import quote, urlencode
 
 from groundswell_contracts.events import EmailKind
+from groundswell_runtime.organisation import Organisation
+from groundswell_runtime.share_links import ShareLinks, share_links
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
 
 from groundswell_mailer.domain.delivery import unsubscribe_applies
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# How long a privacy request's link works: signing's rule (privacy_requests.LINK_LIFETIME).
+PRIVACY_LINK_HOURS = 24
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,15 @@ class Links:
         url = f"{self.share_base_url.rstrip('/')}/s/{quote(code, safe='')}"
         return f"{url}?{urlencode({'c': channel})}" if channel else url
 
+    def privacy_request(self, token: str) -> str:
+        return f"{self.public_base_url.rstrip('/')}/privacy/requests/{quote(token, safe='')}"
+
     def unsubscribe(self, token: str) -> str:
         return f"{self.mailer_public_url.rstrip('/')}/unsubscribe/{quote(token, safe='')}"
+
+    def preferences(self, token: str) -> str:
+        # The preference centre takes the same per-mailbox token (entrypoints/preferences.py).
+        return f"{self.mailer_public_url.rstrip('/')}/preferences/{quote(token, safe='')}"
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,9 @@ class EmailContent:
     share_code: str
     withdraw_token: str | None = None
     confirmation_token: str | None = None
+    # A privacy request's link: its one-time token and what it asks for.
+    verification_token: str | None = None
+    privacy_kind: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,18 +84,26 @@ class EmailContent:
             share_code=str(data["share_code"]),
             withdraw_token=data.get("withdraw_token"),
             confirmation_token=data.get("confirmation_token"),
+            verification_token=data.get("verification_token"),
+            privacy_kind=data.get("privacy_kind"),
         )
 
 
-@dataclass(frozen=True)
-class ShareOptions:
-    """The signer's share link, once per channel so the sharing stats can tell them apart."""
+# The signer's share link, once per channel: one definition with the petition pages.
+ShareOptions = ShareLinks
 
-    link: str
-    whatsapp: str
-    facebook: str
-    x: str
-    email: str
+
+@dataclass(frozen=True)
+class Campaign:
+    """Who the emails come from and what they promise: the organisation profile
+    (groundswell_runtime.organisation) and the confirmation link's lifetime, which
+    signing enforces (`SIGNING_CONFIRMATION_TTL_HOURS`) and the email states."""
+
+    organisation: Organisation
+    confirmation_ttl_hours: int
+
+    def privacy_url(self, links: Links) -> str:
+        return self.organisation.privacy_url(links.public_base_url)
 
 
 @dataclass(frozen=True)
@@ -96,37 +118,31 @@ def one_line(text: str) -> str:
     return _CONTROL.sub(" ", text).strip()
 
 
-def share_options(links: Links, share_code: str, petition_title: str) -> ShareOptions:
-    """Each channel's link; the same as `urlencode` of each query, built from pieces
-    (percent-encoding works character by character), with the petition's own pieces
-    encoded once per title rather than once per email."""
-    title, pitch_plus, pitch_then_body = _pitch(petition_title)
-    return ShareOptions(
-        link=links.share(share_code),
-        whatsapp="https://wa.me/?text="
-        + pitch_plus
-        + "+"
-        + quote_plus(links.share(share_code, "whatsapp")),
-        facebook="https://www.facebook.com/sharer/sharer.php?u="
-        + quote_plus(links.share(share_code, "facebook")),
-        x="https://twitter.com/intent/tweet?text="
-        + pitch_plus
-        + "&url="
-        + quote_plus(links.share(share_code, "x")),
-        email="mailto:?subject="
-        + title
-        + "&body="
-        + pitch_then_body
-        + quote(links.share(share_code, "email"), safe=""),
+def share_options(links: Links, share_code: str, petition_title: str) -> ShareLinks:
+    """Each channel's copy of the signer's personal link (`/s/{code}?c={channel}`)."""
+    return share_links(
+        links.share(share_code),
+        petition_title,
+        lambda channel: links.share(share_code, channel),
     )
 
 
-@lru_cache(maxsize=1024)
-def _pitch(petition_title: str) -> tuple[str, str, str]:
-    """(title, pitch) percent-encoded as each channel's query needs them."""
-    title = one_line(petition_title)
-    pitch = f"I just signed “{title}”. Will you sign too?"
-    return quote(title, safe=""), quote_plus(pitch), quote(f"{pitch}\n\n", safe="")
+def lifetime(hours: int) -> str:
+    """ "3 days", "1 day", "36 hours": how long a link works, as people say it."""
+    if hours % 24 == 0:
+        days = hours // 24
+        return f"{days} day{'s' if days != 1 else ''}"
+    return f"{hours} hour{'s' if hours != 1 else ''}"
+
+
+@lru_cache(maxsize=1)
+def configured_campaign() -> Campaign:
+    """The campaign from the environment (`ORG_*`, `MAILER_CONFIRMATION_TTL_HOURS` or
+    `SIGNING_CONFIRMATION_TTL_HOURS`), read once: what `compose` uses when its caller
+    does not pass one."""
+    from groundswell_mailer.config import MailerSettings  # the settings read the environment
+
+    return MailerSettings().campaign()
 
 
 def unsubscribe_headers(unsubscribe_url: str) -> tuple[tuple[str, str], ...]:
@@ -138,23 +154,42 @@ def unsubscribe_headers(unsubscribe_url: str) -> tuple[tuple[str, str], ...]:
 
 
 def compose(
-    kind: EmailKind, content: EmailContent, links: Links, unsubscribe_token: str | None
+    kind: EmailKind,
+    content: EmailContent,
+    links: Links,
+    unsubscribe_token: str | None,
+    campaign: Campaign | None = None,
 ) -> ComposedEmail:
-    """Render one email. Every kind but the confirmation carries an unsubscribe link."""
+    """Render one email. Every kind but the confirmation carries an unsubscribe link;
+    every one a footer with the organisation's name, postal address and privacy notice."""
     if unsubscribe_applies(kind) and not unsubscribe_token:
         raise ValueError(f"a {kind} email needs an unsubscribe token")
+    campaign = campaign or configured_campaign()
+    organisation = campaign.organisation
     title = one_line(content.petition_title)
     variables: dict[str, Any] = {
+        "organisation": organisation,
+        "privacy_url": campaign.privacy_url(links),
         "first_name": one_line(content.first_name),
         "title": title,
         "petition_url": links.petition(content.petition_slug),
         "unsubscribe_url": links.unsubscribe(unsubscribe_token) if unsubscribe_token else None,
+        "preferences_url": links.preferences(unsubscribe_token) if unsubscribe_token else None,
     }
     if kind == "confirmation":
         if not content.confirmation_token:
             raise ValueError("a confirmation email needs a confirmation token")
         subject = f"Please confirm your signature on “{title}”"
         variables["confirm_url"] = links.confirm(content.confirmation_token)
+        variables["expires_in"] = lifetime(campaign.confirmation_ttl_hours)
+    elif kind == "privacy_verification":
+        if not content.verification_token:
+            raise ValueError("a privacy verification email needs its token")
+        erasure = content.privacy_kind == "erasure"
+        subject = "Confirm: erase your data" if erasure else "Your link to a copy of your data"
+        variables["erasure"] = erasure
+        variables["request_url"] = links.privacy_request(content.verification_token)
+        variables["expires_in"] = lifetime(PRIVACY_LINK_HOURS)
     elif kind == "thank_you":
         subject = f"Thank you for signing “{title}”"
         variables["share"] = share_options(links, content.share_code, title)
@@ -165,6 +200,8 @@ def compose(
         subject = f"You have already signed “{title}”"
         variables["share"] = share_options(links, content.share_code, title)
     headers = unsubscribe_headers(variables["unsubscribe_url"]) if unsubscribe_token else ()
+    if organisation.reply_to:
+        headers = (("Reply-To", organisation.reply_to), *headers)
     return ComposedEmail(
         subject=subject,
         text=_TEMPLATES[f"{kind}.txt"].render(variables),
@@ -184,6 +221,6 @@ _environment = Environment(
 )
 _TEMPLATES: dict[str, Template] = {
     f"{kind}.{part}": _environment.get_template(f"{kind}.{part}")
-    for kind in ("confirmation", "thank_you", "already_signed")
+    for kind in ("confirmation", "thank_you", "already_signed", "privacy_verification")
     for part in ("txt", "html")
 }

@@ -46,6 +46,7 @@ from groundswell_mailer.adapters.notifications import Listener
 from groundswell_mailer.adapters.smtp import SmtpConnection
 from groundswell_mailer.config import MailerSettings
 from groundswell_mailer.domain.delivery import (
+    Deferred,
     Failed,
     Lease,
     Outcome,
@@ -59,6 +60,7 @@ from groundswell_mailer.domain.delivery import (
 )
 from groundswell_mailer.domain.messages import Links, compose
 from groundswell_mailer.domain.mime import MessageWriter, utf8_mailbox
+from groundswell_mailer.entrypoints.mailings import CAMPAIGN_KINDS, CampaignMail
 
 log = structlog.get_logger()
 
@@ -103,6 +105,10 @@ class Dispatcher:
             share_base_url=settings.share_base_url,
             mailer_public_url=settings.public_url,
         )
+        # The organisation and link lifetime every email states, read once.
+        self._campaign = settings.campaign()
+        # Mailings and milestone notes (entrypoints/mailings.py): same queue, own texts.
+        self._campaign_mail = CampaignMail(pool, settings)
         self._writer = MessageWriter(settings.mail_from)
         self._lease = Lease(settings.send_lease_seconds)
         self._lease_interval = timedelta(seconds=settings.send_lease_seconds)
@@ -273,11 +279,21 @@ class Dispatcher:
     async def _deliver(
         self, connection: SmtpConnection, email: queue.ClaimedEmail
     ) -> tuple[Outcome, bool]:
-        if should_suppress(email.kind, email.unsubscribed):
+        # A milestone note goes to the organisation's own address: no unsubscribe applies.
+        if email.kind != "milestone" and should_suppress(email.kind, email.unsubscribed):
             return Suppressed(email.id), False
         try:
-            token = email.unsubscribe_token if unsubscribe_applies(email.kind) else None
-            composed = compose(email.kind, email.content, self._links, token)
+            if email.kind in CAMPAIGN_KINDS:
+                try:
+                    composed = await self._campaign_mail.compose(email)
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                    # The mailing could not be loaded (database away): try again later.
+                    return Deferred(email.id, 5.0, f"not composed: {type(exc).__name__}"), False
+            else:
+                token = email.unsubscribe_token if unsubscribe_applies(email.kind) else None
+                composed = compose(
+                    email.kind, email.content, self._links, token, campaign=self._campaign
+                )
             message = self._writer.write(
                 composed, recipient=email.recipient, message_id=email.message_id
             )

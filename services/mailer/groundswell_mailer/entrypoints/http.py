@@ -31,6 +31,9 @@ from groundswell_mailer.config import MailerSettings
 from groundswell_mailer.entrypoints import pages
 from groundswell_mailer.entrypoints.dispatcher import Dispatcher
 from groundswell_mailer.entrypoints.handlers import SignatureHandler
+from groundswell_mailer.entrypoints.mailings import CampaignHandler, run_pacer
+from groundswell_mailer.entrypoints.mailings import admin_router as mailings_admin_router
+from groundswell_mailer.entrypoints.preferences import preferences_router
 
 log = structlog.get_logger()
 
@@ -53,6 +56,7 @@ class MailerRuntime:
         self.consumer: ConsumerLoop | None = None
         self.dispatcher: Dispatcher | None = None
         self.relay: OutboxRelay | None = None
+        self.campaign_consumer: ConsumerLoop | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def require_pool(self) -> asyncpg.Pool:
@@ -71,14 +75,28 @@ class MailerRuntime:
         )
         self.relay = OutboxRelay(self.pool, repo.SCHEMA, settings.kafka_bootstrap_servers)
         self.dispatcher = Dispatcher(self.pool, settings)
+        handler = SignatureHandler(settings)
         self.consumer = ConsumerLoop(
             Consumer.MAILER.value,
             settings.consumer_group,
-            [Topic.SIGNATURES.value],
+            # Data keys on their own topic, which only the mailer reads.
+            [Topic.SIGNATURES.value, Topic.SIGNER_KEYS.value, Topic.PRIVACY.value],
             settings.kafka_bootstrap_servers,
-            InTransaction(self.pool, SignatureHandler(settings)),
+            InTransaction(self.pool, handler, prepare=handler.lock_batch),
         )
+        # Milestone notes (entrypoints/mailings.py): a group of its own on `milestones`,
+        # which nothing else of the mailer reads; dead letters go to `mailer.dlq`.
+        self.campaign_consumer = ConsumerLoop(
+            Consumer.MAILER.value,
+            f"{settings.consumer_group}-campaign",
+            [Topic.MILESTONES.value],
+            settings.kafka_bootstrap_servers,
+            InTransaction(self.pool, CampaignHandler(settings)),
+        )
+        pool = self.pool
         self._tasks = {
+            "campaign": asyncio.create_task(supervise("campaign", self.campaign_consumer.run)),
+            "pacer": asyncio.create_task(supervise("pacer", lambda: run_pacer(pool, settings))),
             "outbox": asyncio.create_task(supervise("outbox", self.relay.run)),
             "dispatcher": asyncio.create_task(supervise("dispatcher", self.dispatcher.run)),
             "consumer": asyncio.create_task(supervise("consumer", self.consumer.run)),
@@ -88,6 +106,8 @@ class MailerRuntime:
     async def stop(self) -> None:
         # Stop taking new work first, let emails in flight finish, then flush events.
         await cancel_and_wait(self._tasks.get("consumer"))
+        await cancel_and_wait(self._tasks.get("campaign"))
+        await cancel_and_wait(self._tasks.get("pacer"))
         if self.dispatcher is not None:
             self.dispatcher.request_stop()
             dispatcher = self._tasks.get("dispatcher")
@@ -197,4 +217,6 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     )
     install_database_unavailable_handler(app)
     app.include_router(unsubscribe_router(runtime))
+    app.include_router(preferences_router(runtime.require_pool))
+    app.include_router(mailings_admin_router(runtime.settings, runtime.require_pool))
     return app

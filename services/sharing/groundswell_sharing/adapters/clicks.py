@@ -41,6 +41,50 @@ async def lock_code(conn: asyncpg.Connection, share_code: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _CODE_LOCK, share_code)
 
 
+async def store_link(
+    conn: asyncpg.Connection,
+    *,
+    share_code: str,
+    signature_id: UUID,
+    petition_id: UUID,
+    petition_slug: str,
+    petition_title: str,
+    first_name: str,
+    source: str | None,
+    status: repo.Status,
+    created_at: datetime,
+) -> None:
+    """A signature's share link, under its code lock held to commit (see the module
+    docstring), with the petition row it needs: one statement, one round trip, where
+    `ensure_petition`, `lock_code` and `add_share_link` took three per signature.
+
+    The lock is taken while the row to insert is produced, so before the link exists, as
+    with `lock_code` first. The petition comes from the CTE, which (like
+    `ensure_petition`) only fills a gap; the link's foreign key is checked at the end of
+    the statement, when the petition is there.
+    """
+    await conn.execute(
+        "WITH petition AS (INSERT INTO sharing.petitions (petition_id, slug, title, updated_at) "
+        "  VALUES ($3::uuid, $8::text, $9::text, '-infinity') "
+        "  ON CONFLICT (petition_id) DO NOTHING) "
+        "INSERT INTO sharing.share_links "
+        "(share_code, signature_id, petition_id, first_name, source, status, created_at) "
+        "SELECT $1::text, $2::uuid, $3::uuid, $4::text, $5::text, $6::text, $7::timestamptz "
+        "FROM (SELECT pg_advisory_xact_lock($10::int, hashtext($1::text))) AS code_lock "
+        "ON CONFLICT DO NOTHING",
+        share_code,
+        signature_id,
+        petition_id,
+        first_name or None,
+        source,
+        status,
+        created_at,
+        petition_slug,
+        petition_title,
+        _CODE_LOCK,
+    )
+
+
 async def record_click(
     pool: asyncpg.Pool,
     *,

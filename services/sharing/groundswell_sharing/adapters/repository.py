@@ -190,6 +190,12 @@ async def confirm_signature(conn: asyncpg.Connection, signature_id: UUID) -> Ref
     return Referral(row["share_code"], row["referrer_signature_id"], row["petition_id"])
 
 
+async def forget_name(conn: asyncpg.Connection, signature_id: UUID) -> None:
+    await conn.execute(
+        "UPDATE sharing.share_links SET first_name = NULL WHERE signature_id = $1", signature_id
+    )
+
+
 async def void_signature(conn: asyncpg.Connection, signature_id: UUID) -> int:
     """A withdrawn or invalidated signature: its referral stops counting, its name goes."""
     await conn.execute(

@@ -21,6 +21,8 @@ CHANNELS = frozenset(
         "mastodon",
         "reddit",
         "qr",
+        # The phone's own share sheet (the Web Share API on the petition page).
+        "webshare",
     }
 )
 DIRECT = "direct"  # the link was shared bare, without a channel

@@ -5,36 +5,14 @@ First names stored by sharing are shown here and nowhere else.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
-from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Depends, Query, Response
+from groundswell_runtime.admin_auth import admin_check
 from pydantic import SecretStr
 
 from groundswell_sharing.entrypoints import views
-
-_bearer = HTTPBearer(auto_error=False, description="The ADMIN_TOKEN")
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-def admin_check(token: SecretStr | None) -> Callable[[HTTPAuthorizationCredentials | None], None]:
-    expected = token.get_secret_value().encode() if token and token.get_secret_value() else None
-
-    def require_admin(credentials: Credentials) -> None:
-        given = credentials.credentials.encode() if credentials else b""
-        # Constant-time, and the same answer whether the token is missing or wrong. With
-        # no token configured nobody is an admin.
-        if expected is None or not credentials or not secrets.compare_digest(given, expected):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "A valid admin token is required (Authorization: Bearer <ADMIN_TOKEN>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    return require_admin
 
 
 def admin_router(token: SecretStr | None, pool: Callable[[], asyncpg.Pool]) -> APIRouter:

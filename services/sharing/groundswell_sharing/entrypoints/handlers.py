@@ -20,6 +20,7 @@ from groundswell_contracts.events import (
     ShareLinkClicked,
     SignatureConfirmed,
     SignatureCreated,
+    SignatureErased,
     SignatureInvalidated,
     SignatureWithdrawn,
 )
@@ -52,6 +53,11 @@ class SharingHandler:
             await self._confirmed(conn, event)
         elif isinstance(event, SignatureWithdrawn | SignatureInvalidated):
             await self._void(conn, event)
+        elif isinstance(event, SignatureErased) and await claim_event(
+            conn, repo.SCHEMA, event.event_id
+        ):
+            # The link and its referrals keep counting (no person in them); the name goes.
+            await repo.forget_name(conn, event.signature_id)
 
     async def _created(self, conn: asyncpg.Connection, event: SignatureCreated) -> None:
         if event.status == "fraudulent":
@@ -61,18 +67,17 @@ class SharingHandler:
         attributed: ReferralAttributed | None = None
         if not await claim_event(conn, repo.SCHEMA, event.event_id):
             return
-        await repo.ensure_petition(
-            conn, event.petition_id, event.petition_slug, event.petition_title
-        )
-        # Held to commit: a click on this code waiting for it is either committed
-        # before (and moved below) or sees the link (clicks.py).
-        await clicks.lock_code(conn, event.share_code)
-        await repo.add_share_link(
+        # Under the code's lock, held to commit: a click on this code waiting for it is
+        # either committed before (and moved below) or sees the link (clicks.py).
+        await clicks.store_link(
             conn,
             share_code=event.share_code,
             signature_id=event.signature_id,
             petition_id=event.petition_id,
-            first_name=first_name(event.name),
+            petition_slug=event.petition_slug,
+            petition_title=event.petition_title,
+            # Only signers who agreed to the organisers' leaderboard have one on the topic.
+            first_name=first_name(event.leaderboard_name or ""),
             source=event.source,
             status=status,
             created_at=event.occurred_at,

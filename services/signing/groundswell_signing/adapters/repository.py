@@ -132,6 +132,8 @@ SIGNATURE_COLUMNS: dict[str, str] = {
     "withdraw_token_hash": "bytea",
     "ip": "inet",
     "created_at": "timestamptz",
+    "data_key": "bytea",
+    "leaderboard_consent": "boolean",
 }
 _INSERT_SIGNATURES = (
     f"INSERT INTO signing.signatures ({', '.join(SIGNATURE_COLUMNS)}) "
@@ -161,24 +163,14 @@ async def signatures_by_people(
     if not people:
         return {}
     rows = await conn.fetch(
-        "SELECT s.id, s.petition_id, s.email_canonical, s.share_code FROM signing.signatures s "
+        "SELECT s.id, s.petition_id, s.email_canonical, s.share_code, s.data_key "
+        "FROM signing.signatures s "
         "JOIN unnest($1::uuid[], $2::text[]) AS p(petition_id, email_canonical) "
         "USING (petition_id, email_canonical)",
         [p for p, _ in people],
         [e for _, e in people],
     )
     return {(r["petition_id"], r["email_canonical"]): r for r in rows}
-
-
-async def signature_by_person(
-    conn: asyncpg.Connection, petition_id: uuid.UUID, email_canonical: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT id, share_code, initial_status, confirmed_at FROM signing.signatures "
-        "WHERE petition_id = $1 AND email_canonical = $2",
-        petition_id,
-        email_canonical,
-    )
 
 
 async def confirm_by_token(

@@ -9,13 +9,14 @@ from datetime import datetime
 from typing import Literal
 
 from groundswell_contracts.events import (
+    SLUG_PATTERN,
     PetitionClosed,
     PetitionCreated,
     PetitionState,
     PetitionUpdated,
 )
 
-SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
+SLUG = re.compile(SLUG_PATTERN)
 PetitionStatus = Literal["open", "closed"]
 
 

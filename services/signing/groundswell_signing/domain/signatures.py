@@ -53,6 +53,7 @@ class SignatureInput:
     ref: str | None = None
     source: str | None = None
     ref_channel: str | None = None
+    leaderboard_consent: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class ValidSignature:
     ref: str | None
     source: str | None
     ref_channel: str | None
+    leaderboard_consent: bool = False
 
 
 def reject_control_characters(text: str, *, allow_newlines: bool) -> str:
@@ -183,6 +185,7 @@ def validate_signature(data: SignatureInput) -> ValidSignature:
         ref=ref,
         source=source,
         ref_channel=ref_channel,
+        leaderboard_consent=data.leaderboard_consent,
     )
 
 

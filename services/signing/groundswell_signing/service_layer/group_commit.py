@@ -35,17 +35,20 @@ from typing import Any, Literal
 
 import asyncpg
 import structlog
-from groundswell_contracts.events import Event, SignatureDuplicateAttempted
+from groundswell_contracts.events import BaseEvent, Event
 from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS
 from groundswell_runtime.outbox import enqueue_correlated
 from prometheus_client import Counter, Histogram
 
 from groundswell_signing.adapters import repository
 from groundswell_signing.adapters.repository import SCHEMA
-from groundswell_signing.domain.events import signature_created
+from groundswell_signing.domain.events import (
+    data_key_issued,
+    duplicate_attempted,
+    signature_created,
+)
 from groundswell_signing.domain.petitions import Petition
 from groundswell_signing.domain.rate_limits import Hit, added_hits, admit
-from groundswell_signing.domain.signatures import first_name
 
 log = structlog.get_logger()
 
@@ -232,15 +235,24 @@ class SignatureWriter:
                 conn,
                 [(batch[i].petition.id, batch[i].row["email_canonical"]) for i in duplicates],
             )
-            events: list[tuple[Event, str | None]] = []
+            events: list[tuple[BaseEvent, str | None]] = []
             for i in to_store:
                 attempt = batch[i]
+                cid = attempt.correlation_id
                 if i in duplicates:
                     existing = stored[(attempt.petition.id, attempt.row["email_canonical"])]
-                    events.append((_duplicate_event(attempt, existing), attempt.correlation_id))
                     results[i] = Result("duplicate")
+                    if existing["data_key"] is not None:
+                        # Handed over again (same event id: a mailer that has it drops
+                        # it): signatures older than sealing were never handed over.
+                        key = data_key_issued(existing["id"], existing["data_key"], now)
+                        events.append((key, cid))
+                        events.append((_duplicate_event(attempt, existing), cid))
                 else:
-                    events.append((_created_event(attempt), attempt.correlation_id))
+                    if attempt.row["initial_status"] != "fraudulent":
+                        key = data_key_issued(attempt.row["id"], attempt.row["data_key"], now)
+                        events.append((key, cid))
+                    events.append((_created_event(attempt), cid))
                     results[i] = Result("recorded")
             await enqueue_correlated(conn, SCHEMA, events)
         return [results[i] for i in range(len(batch))]
@@ -276,13 +288,11 @@ def _created_event(attempt: Attempt) -> Event:
 
 
 def _duplicate_event(attempt: Attempt, existing: asyncpg.Record) -> Event:
-    # Told to the address owner by email; the person asking learns nothing.
-    return SignatureDuplicateAttempted(
+    return duplicate_attempted(
         petition_id=attempt.petition.id,
-        signature_id=existing["id"],
         petition_slug=attempt.petition.slug,
         petition_title=attempt.petition.title,
+        existing=existing,
         email=attempt.row["email"],
-        name=first_name(attempt.row["name"]),
-        share_code=existing["share_code"],
+        name=attempt.row["name"],
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from groundswell_runtime.outbox import enqueue
@@ -21,42 +22,67 @@ class SlugTaken(ValueError):
     pass
 
 
-class PetitionCache:
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class TimedCache(Generic[K, V]):
+    """Values by key, each kept for `ttl` seconds, one lookup per key at a time: when an
+    entry expires under load, the requests that arrive meanwhile wait for that lookup
+    instead of each asking the database. Bounded: keys come from the internet."""
+
+    def __init__(self, load: Callable[[K], Awaitable[V]], ttl: float) -> None:
+        self._load_value = load
+        self._ttl = ttl
+        self._entries: dict[K, tuple[float, V]] = {}
+        self._lookups: dict[K, asyncio.Future[V]] = {}
+
+    async def get(self, key: K) -> V:
+        entry = self._entries.get(key)
+        if entry is not None and time.monotonic() - entry[0] < self._ttl:
+            return entry[1]
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._load(key))
+            self._lookups[key] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(key, None))
+        return await asyncio.shield(lookup)
+
+    async def _load(self, key: K) -> V:
+        value = await self._load_value(key)
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic(), value)
+        return value
+
+    def forget(self, key: K) -> None:
+        self._entries.pop(key, None)
+
+
+class PetitionCache(TimedCache[str, Petition]):
     """Petitions by slug for the signing hot path, each kept for `ttl` seconds.
 
     A stale entry is harmless: it only decides the quick 404/409 answers, and the batch
     that records a signature checks the petition's committed state again (see
-    group_commit). Unknown slugs are not cached, so a new petition is signable at once.
-    One lookup per slug at a time: when an entry expires under load, the requests that
-    arrive meanwhile wait for that lookup instead of each asking the database.
+    group_commit). Unknown slugs are not cached (a lookup that raises stores nothing),
+    so a new petition is signable at once.
     """
 
     def __init__(self, pool: asyncpg.Pool, ttl: float = 1.0) -> None:
-        self._pool = pool
-        self._ttl = ttl
-        self._entries: dict[str, tuple[float, Petition]] = {}
-        self._lookups: dict[str, asyncio.Future[Petition]] = {}
+        super().__init__(lambda slug: get_petition(pool, slug), ttl)
 
-    async def get(self, slug: str) -> Petition:
-        entry = self._entries.get(slug)
-        if entry is not None and time.monotonic() - entry[0] < self._ttl:
-            return entry[1]
-        lookup = self._lookups.get(slug)
-        if lookup is None:
-            lookup = asyncio.ensure_future(self._load(slug))
-            self._lookups[slug] = lookup
-            lookup.add_done_callback(lambda _: self._lookups.pop(slug, None))
-        return await asyncio.shield(lookup)
 
-    async def _load(self, slug: str) -> Petition:
-        petition = await get_petition(self._pool, slug)
-        if len(self._entries) > 10_000:  # bounded: slugs come from the internet
-            self._entries.clear()
-        self._entries[slug] = (time.monotonic(), petition)
-        return petition
+class CountCache(TimedCache[uuid.UUID, dict[str, int]]):
+    """The count a petition page shows before its live count connects: signing's own
+    committed tally, at most `ttl` seconds old, one query per petition at a time however
+    many pages are served meanwhile (a viral petition's page is its hottest URL)."""
 
-    def forget(self, slug: str) -> None:
-        self._entries.pop(slug, None)
+    def __init__(self, pool: asyncpg.Pool, ttl: float = 5.0) -> None:
+        async def load(petition_id: uuid.UUID) -> dict[str, int]:
+            async with pool.acquire() as conn:
+                return await repository.tally(conn, petition_id)
+
+        super().__init__(load, ttl)
 
 
 async def create_petition(pool: asyncpg.Pool, fields: dict[str, Any]) -> Petition:

@@ -12,14 +12,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from groundswell_contracts.events import Event
+from groundswell_contracts.events import BaseEvent
 from groundswell_runtime.outbox import enqueue
 
 from groundswell_signing.adapters import repository
 from groundswell_signing.adapters.repository import SCHEMA
 from groundswell_signing.domain.events import (
+    data_key_issued,
     signature_confirmed,
     signature_created,
+    signature_erased,
     signature_invalidated,
     signature_withdrawn,
 )
@@ -37,9 +39,13 @@ def awaits_confirmation(row: Any, now: datetime) -> bool:
     )
 
 
-def history_of(row: Any, confirmation_token: str | None = None) -> list[Event]:
-    """The events one signature row implies, in the order they happened."""
-    events: list[Event] = [
+def history_of(row: Any, confirmation_token: str | None = None) -> list[BaseEvent]:
+    """The events one signature row implies, in the order they happened: its data key
+    first (the mailer needs it to open the contact), none once erased."""
+    events: list[BaseEvent] = []
+    if row["data_key"] is not None and row["initial_status"] != "fraudulent":
+        events.append(data_key_issued(row["id"], row["data_key"], row["created_at"]))
+    events.append(
         signature_created(
             row,
             petition_slug=row["slug"],
@@ -47,8 +53,8 @@ def history_of(row: Any, confirmation_token: str | None = None) -> list[Event]:
             confirmation_token=confirmation_token,
             withdraw_token=None,
         )
-    ]
-    later: list[tuple[Any, Event]] = []
+    )
+    later: list[tuple[Any, BaseEvent]] = []
     if row["confirmed_at"] is not None:
         later.append(
             (
@@ -75,6 +81,15 @@ def history_of(row: Any, confirmation_token: str | None = None) -> list[Event]:
                 ),
             )
         )
+    if row["erased_at"] is not None:
+        # Erasure that withdrew the signature did so at the same instant.
+        counted = row["withdrawn_at"] != row["erased_at"]
+        later.append(
+            (
+                row["erased_at"],
+                signature_erased(row["id"], row["petition_id"], counted, row["erased_at"]),
+            )
+        )
     events.extend(event for _, event in sorted(later, key=lambda pair: pair[0]))
     return events
 
@@ -87,7 +102,7 @@ async def replay_all(pool: asyncpg.Pool) -> int:
     now = datetime.now(UTC)
     for petition in petitions:
         async with pool.acquire() as conn, conn.transaction():
-            events: list[Event] = [petition.state_event()]
+            events: list[BaseEvent] = [petition.state_event()]
             replay_tokens: list[tuple[uuid.UUID, bytes]] = []
             for row in await repository.history_rows(conn, petition.id):
                 # Only hashes are stored, so the first confirmation token cannot be sent

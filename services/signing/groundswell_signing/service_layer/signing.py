@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
+from groundswell_contracts.sealed import new_data_key
 from groundswell_runtime.correlation import current_correlation_id
 from groundswell_runtime.outbox import enqueue
 
@@ -135,6 +136,9 @@ async def sign_petition(
         "withdraw_token_hash": hash_token(withdraw_token),
         "ip": ip,
         "created_at": now,
+        # This signer's own key for their sealed contact details (crypto-shredding).
+        "data_key": new_data_key(),
+        "leaderboard_consent": signature.leaderboard_consent,
     }
     result = await writer.submit(
         Attempt(

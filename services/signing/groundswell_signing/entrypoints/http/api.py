@@ -146,6 +146,7 @@ async def accept_signature(
             ref=body.ref,
             source=body.source,
             ref_channel=body.ref_channel,
+            leaderboard_consent=body.leaderboard_consent,
         )
     )
     outcome = await sign_petition(writer, petitions, policy, slug, valid, ip, now)

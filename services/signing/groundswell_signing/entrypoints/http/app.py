@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from importlib.resources import files
 from pathlib import Path
 
+import asyncpg
 import structlog
+from disposable_email_domains import blocklist as disposable_blocklist
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from groundswell_runtime.background import cancel_and_wait, supervise
@@ -20,23 +21,24 @@ from groundswell_runtime.db import (
     migrate,
     wait_for_database,
 )
-from groundswell_runtime.kafka import broker_reachable, ensure_topics
+from groundswell_runtime.kafka import broker_reachable
 from groundswell_runtime.logging import configure_logging
 from groundswell_runtime.ops import install_ops
 from groundswell_runtime.outbox import OutboxRelay
 
 from groundswell_signing.adapters.repository import SCHEMA
 from groundswell_signing.config import SigningSettings
-from groundswell_signing.entrypoints.http import admin, api, pages
+from groundswell_signing.entrypoints.http import admin, api, pages, privacy, site, supporters
 from groundswell_signing.entrypoints.http.admin_auth import AdminAuthThrottle
 from groundswell_signing.entrypoints.http.errors import install_error_handlers
 from groundswell_signing.entrypoints.http.fast_sign import FastSign
 from groundswell_signing.entrypoints.http.limits import BodySizeLimit
 from groundswell_signing.entrypoints.http.security import SecurityHeaders, UnexpectedErrors
 from groundswell_signing.entrypoints.http.shedding import ShedWhenBusy
+from groundswell_signing.entrypoints.relay import RelaySettings, new_relay
 from groundswell_signing.migrations import MIGRATIONS
 from groundswell_signing.service_layer.group_commit import SignatureWriter
-from groundswell_signing.service_layer.petitions import PetitionCache
+from groundswell_signing.service_layer.petitions import CountCache, PetitionCache
 from groundswell_signing.service_layer.signing import AbusePolicy
 
 log = structlog.get_logger()
@@ -50,16 +52,10 @@ class WeakAdminToken(SystemExit):
 
 
 def load_disposable_domains() -> frozenset[str]:
-    text = (
-        files("groundswell_signing")
-        .joinpath("adapters/data/disposable_email_domains.txt")
-        .read_text()
-    )
-    return frozenset(
-        line.strip().lower()
-        for line in text.splitlines()
-        if line.strip() and not line.startswith("#")
-    )
+    """Throwaway-mail domains, from the community-maintained list (the
+    `disposable-email-domains` package, ~10,000 domains, updated with each release);
+    a campaign adds its own through SIGNING_BLOCKED_EMAIL_DOMAINS."""
+    return frozenset(domain.lower() for domain in disposable_blocklist)
 
 
 def check_admin_token(settings: SigningSettings) -> None:
@@ -74,25 +70,21 @@ def check_admin_token(settings: SigningSettings) -> None:
 
 def create_app(settings: SigningSettings) -> FastAPI:
     check_admin_token(settings)
-
-    async def create_topics() -> None:
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            settings.kafka_topic_partitions,
-            settings.kafka_replication_factor,
-        )
+    relay_mode = RelaySettings().mode
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await wait_for_database(settings.database_url)
         await migrate(settings.database_url, SCHEMA, MIGRATIONS)
-        # Requests and batches share one pool; the relay has its own connections, so
-        # events keep flowing however busy the HTTP side is.
+        # Requests and batches share one pool. The relay runs here only in "in-process"
+        # mode, on connections of its own; "separate" leaves it to `groundswell-signing
+        # relay`, a process whose CPU share the request load cannot take (relay.py).
         pool = await create_pool(settings.database_url, max_size=10)
-        relay_pool = await create_pool(settings.database_url, min_size=2, max_size=2)
-        relay = OutboxRelay(
-            relay_pool, SCHEMA, settings.kafka_bootstrap_servers, prepare_broker=create_topics
-        )
+        relay_pool: asyncpg.Pool | None = None
+        relay: OutboxRelay | None = None
+        if relay_mode == "in-process":
+            relay_pool = await create_pool(settings.database_url, min_size=2, max_size=2)
+            relay = new_relay(relay_pool, settings)
         writer = SignatureWriter(
             pool,
             flag_over_limit=settings.rate_limit_action == "flag",
@@ -105,17 +97,21 @@ def create_app(settings: SigningSettings) -> FastAPI:
         app.state.relay = relay
         app.state.writer = writer
         app.state.petitions = PetitionCache(pool)
-        tasks = [
-            asyncio.create_task(supervise("outbox-relay", relay.run), name="outbox-relay"),
-            asyncio.create_task(supervise("signature-writer", writer.run), name="writer"),
-        ]
+        app.state.counts = CountCache(pool)
+        tasks = [asyncio.create_task(supervise("signature-writer", writer.run), name="writer")]
+        if relay is not None:
+            tasks.append(
+                asyncio.create_task(supervise("outbox-relay", relay.run), name="outbox-relay")
+            )
         try:
             yield
         finally:
             for task in tasks:
                 await cancel_and_wait(task)
-            await relay.stop()
-            await close_pool(relay_pool)
+            if relay is not None:
+                await relay.stop()
+            if relay_pool is not None:
+                await close_pool(relay_pool)
             await close_pool(pool)
 
     app = FastAPI(
@@ -139,8 +135,9 @@ def create_app(settings: SigningSettings) -> FastAPI:
         return await broker_reachable(settings.kafka_bootstrap_servers)
 
     async def relay_moving() -> bool:
-        relay: OutboxRelay = app.state.relay
-        return not relay.stalled()
+        # A separate relay answers for itself on its own /readyz.
+        relay: OutboxRelay | None = app.state.relay
+        return relay is None or not relay.stalled()
 
     # Middlewares run outermost-last-added; FastSign is the innermost, just before the
     # router, so metrics, request ids and every limit apply to its requests too.
@@ -158,7 +155,11 @@ def create_app(settings: SigningSettings) -> FastAPI:
     app.add_middleware(SecurityHeaders)  # outermost: every answer, 413s and 500s included
     app.include_router(api.router)
     app.include_router(admin.router)
+    app.include_router(supporters.router)
+    app.include_router(privacy.router)
+    app.include_router(privacy.public)
     app.include_router(pages.router)
+    app.include_router(site.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app
 

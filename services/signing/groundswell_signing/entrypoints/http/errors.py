@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -40,12 +40,6 @@ def encodable(value: Any) -> Any:
     if isinstance(value, list):
         return [encodable(v) for v in value]
     return value
-
-
-def unprocessable(field: str | None, message: str) -> HTTPException:
-    """A 422 in FastAPI's own shape; `field` None means the body as a whole."""
-    loc = ["body", field] if field else ["body"]
-    return HTTPException(422, [{"loc": loc, "msg": message, "type": "value_error"}])
 
 
 def try_again_soon(request: Request, retry_after: int, detail: str) -> Response:

@@ -1,15 +1,24 @@
-"""HTML pages: the petition (works without JavaScript), embed, confirm and withdraw."""
+"""HTML pages: the petition (works without JavaScript), embed, confirm and withdraw.
+
+Every page carries the campaign (groundswell_runtime.organisation): its name and logo in
+the header, its postal address and privacy notice in the footer (`_campaign`, a context
+processor, so a template added later gets them too).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS
+from groundswell_runtime.organisation import Organisation
+from groundswell_runtime.share_links import ShareLinks, share_links, tagged
 
+from groundswell_signing.config import SigningSettings
+from groundswell_signing.domain.countries import COUNTRY_CHOICES
 from groundswell_signing.domain.petitions import Petition, PetitionClosedError, PetitionNotFound
 from groundswell_signing.domain.signatures import SignatureError, SignatureInput, validate_signature
 from groundswell_signing.entrypoints.http.api import accepted_message, petition_url, share_url
@@ -22,8 +31,13 @@ from groundswell_signing.entrypoints.http.dependencies import (
     Settings,
     Writer,
 )
-from groundswell_signing.entrypoints.http.security import page_headers, refuse_cross_site_forms
+from groundswell_signing.entrypoints.http.security import (
+    origin_of,
+    page_headers,
+    refuse_cross_site_forms,
+)
 from groundswell_signing.service_layer import petitions as petition_service
+from groundswell_signing.service_layer.petitions import CountCache
 from groundswell_signing.service_layer.signing import (
     Blocked,
     RateLimited,
@@ -35,24 +49,65 @@ from groundswell_signing.service_layer.signing import (
     withdrawable,
 )
 
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+# The link-preview image when the campaign has no logo (1200x630, as Facebook and
+# WhatsApp want it).
+DEFAULT_PREVIEW_IMAGE = "/static/preview.png"
+DESCRIPTION_MAX = 200
+
+
+def _campaign(request: Request) -> dict[str, Any]:
+    settings: SigningSettings = request.app.state.settings
+    organisation = settings.organisation
+    return {
+        "organisation": organisation,
+        "privacy_url": organisation.privacy_url(settings.public_base_url),
+        "logo_url": organisation.logo(settings.public_base_url),
+    }
+
+
+templates = Jinja2Templates(
+    directory=Path(__file__).parent / "templates", context_processors=[_campaign]
+)
 router = APIRouter(include_in_schema=False)
 
 # Every form post: a page on another site must not sign, confirm or withdraw for a visitor.
 SAME_SITE_FORM = [Depends(refuse_cross_site_forms)]
 
 
-def share_links(url: str, title: str) -> dict[str, str]:
-    text = quote(f"I signed \u201c{title}\u201d. Will you sign too? {url}")
+def petition_share_links(url: str, title: str) -> ShareLinks:
+    """The petition's own page, tagged per channel with `ref_channel` (carried into the
+    signature by the form's hidden field)."""
+    return share_links(url, title, tagged(url, "ref_channel"))
+
+
+def personal_share_links(url: str, title: str) -> ShareLinks:
+    """A signer's `/s/{code}` link, tagged per channel with `c` (counted by sharing)."""
+    return share_links(url, title, tagged(url, "c"))
+
+
+def _description(petition: Petition) -> str:
+    text = " ".join(petition.body.split())
+    if len(text) <= DESCRIPTION_MAX:
+        return text
+    return text[: DESCRIPTION_MAX - 1].rsplit(" ", 1)[0] + "\u2026"
+
+
+def _preview(petition: Petition, settings: SigningSettings) -> dict[str, str]:
+    """Open Graph / Twitter card fields: what a shared link shows in a chat or feed."""
+    organisation: Organisation = settings.organisation
+    image = organisation.logo(settings.public_base_url) or Organisation.absolute(
+        DEFAULT_PREVIEW_IMAGE, settings.public_base_url
+    )
     return {
-        "email": f"mailto:?subject={quote(title)}&body={text}",
-        "whatsapp": f"https://wa.me/?text={text}",
-        "facebook": f"https://www.facebook.com/sharer/sharer.php?u={quote(url, safe='')}",
-        "x": f"https://x.com/intent/tweet?text={text}",
+        "title": petition.title,
+        "description": _description(petition),
+        "url": petition_url(settings, petition.slug),
+        "image": image,
+        "site_name": organisation.name,
     }
 
 
-def _page(
+def render_page(
     request: Request,
     template: str,
     context: dict[str, Any],
@@ -63,23 +118,50 @@ def _page(
 ) -> HTMLResponse:
     """Pages may not be framed, except the embed page, which exists to be framed; pages
     whose address holds a token (`secret_url`) are not cached and send no referrer."""
-    counter_url = request.app.state.settings.counter_public_url
-    headers = page_headers(counter_url, embeddable=embeddable, secret_url=secret_url)
+    settings: SigningSettings = request.app.state.settings
+    headers = page_headers(
+        settings.counter_public_url, embeddable=embeddable, secret_url=secret_url
+    )
+    logo = settings.organisation.logo(settings.public_base_url)
+    if logo:
+        # A logo on another site: the page's CSP lets images come only from us.
+        headers["Content-Security-Policy"] = allow_image_from(
+            headers["Content-Security-Policy"], logo
+        )
     return templates.TemplateResponse(
         request, template, context, status_code=status_code, headers=headers
+    )
+
+
+def allow_image_from(policy: str, image_url: str) -> str:
+    origin = origin_of(image_url)
+    if origin is None:
+        return policy
+    return "; ".join(
+        f"{part} {origin}" if part.startswith("img-src ") else part for part in policy.split("; ")
     )
 
 
 def message_page(
     request: Request, title: str, text: str, status_code: int, *, secret_url: bool = False
 ) -> HTMLResponse:
-    return _page(
+    return render_page(
         request,
         "message.html",
         {"title": title, "text": text},
         status_code=status_code,
         secret_url=secret_url,
     )
+
+
+async def _count_or_none(request: Request, petition: Petition) -> dict[str, int] | None:
+    """The count to show before the live count connects; the page is still served (the
+    live count fills it in) if the database cannot answer now."""
+    try:
+        counts: CountCache = request.app.state.counts
+        return await counts.get(petition.id)
+    except TEMPORARY_DATABASE_ERRORS:
+        return None
 
 
 async def _petition_page(
@@ -101,14 +183,22 @@ async def _petition_page(
         return message_page(
             request, "Petition not found", "There is no petition at this address.", 404
         )
-    return _page(
+    url = petition_url(settings, slug)
+    count = await _count_or_none(request, petition)
+    return render_page(
         request,
         "petition.html",
         {
             "petition": petition,
+            "count": count,
             "open": petition.accepting_signatures(now),
             "embed": embed,
             "counter_url": settings.counter_public_url,
+            "preview": _preview(petition, settings),
+            "countries": COUNTRY_CHOICES,
+            # The thank-you panel's share buttons, ready for in-page signing too: what
+            # the page offers is the petition itself, never the signer's personal link.
+            "share": petition_share_links(url, petition.title),
             "form": form
             or {
                 "country": "GB",
@@ -173,17 +263,14 @@ async def sign_from_form(
         "ref_channel": ref_channel,
     }
     try:
-        petition = await petition_service.get_petition(pool, slug)
+        await petition_service.get_petition(pool, slug)
     except PetitionNotFound:
         return message_page(
             request, "Petition not found", "There is no petition at this address.", 404
         )
     if website:
         # Only bots fill the hidden field: thank them and record nothing.
-        thanks: dict[str, Any] = {
-            "message": "Thank you for signing.",
-            "share_url": petition_url(settings, slug),
-        }
+        thanks: dict[str, Any] = {"message": "Thank you for signing."}
         return await _petition_page(request, pool, settings, now, slug, embed=embed, thanks=thanks)
     try:
         valid = validate_signature(
@@ -236,13 +323,7 @@ async def sign_from_form(
         return message_page(
             request, "Not accepted", "Signatures from your network are not accepted.", 403
         )
-    url = petition_url(settings, slug)
-    thanks = {
-        "message": accepted_message(outcome),
-        "share_url": url,
-        "links": share_links(url, petition.title),
-        "status": outcome.status,
-    }
+    thanks = {"message": accepted_message(outcome), "status": outcome.status}
     return await _petition_page(request, pool, settings, now, slug, embed=embed, thanks=thanks)
 
 
@@ -257,7 +338,7 @@ async def confirm_page(token: str, request: Request, pool: Pool, now: Now) -> HT
             404,
             secret_url=True,
         )
-    return _page(request, "confirm.html", {"action": f"/confirm/{token}"}, secret_url=True)
+    return render_page(request, "confirm.html", {"action": f"/confirm/{token}"}, secret_url=True)
 
 
 @router.post("/confirm/{token}", response_class=HTMLResponse, dependencies=SAME_SITE_FORM)
@@ -283,14 +364,13 @@ async def confirm(
             secret_url=True,
         )
     url = share_url(settings, done.share_code)
-    return _page(
+    return render_page(
         request,
         "confirmed.html",
         {
             "title": done.title,
             "slug": done.slug,
-            "share_url": url,
-            "links": share_links(url, done.title),
+            "share": personal_share_links(url, done.title),
         },
         secret_url=True,  # and it shows the signer's personal share link
     )
@@ -308,7 +388,7 @@ async def withdraw_page(token: str, request: Request, pool: Pool) -> HTMLRespons
             404,
             secret_url=True,
         )
-    return _page(
+    return render_page(
         request,
         "withdraw.html",
         {"title": title, "action": f"/withdraw/{token}"},

@@ -63,6 +63,12 @@ class SignatureRequest(BaseModel):
     ref_channel: str | None = Field(
         None, max_length=64, description="Where the share link was shared: email, whatsapp, ..."
     )
+    leaderboard_consent: StrictBool = Field(
+        False,
+        description="Yes to showing your first name to the campaign's organisers on the "
+        "leaderboard of people whose shares brought signatures. Without it, no other "
+        "service ever learns your name.",
+    )
 
 
 class SignatureAccepted(BaseModel):

@@ -1,7 +1,35 @@
-// Progressive enhancement for the petition page: live count and in-page signing.
-// Without JavaScript the form posts to the server and the page still works.
+// Progressive enhancement: live count, in-page signing, and the share panel's buttons.
+// Without JavaScript the form posts to the server and every page still works.
 (function () {
   "use strict";
+
+  // --- The share panel (petition page and confirmed page) ------------------------
+  // The panel's links are rendered by the server, each tagged with its channel; here
+  // only the copy button and the phone's own share sheet need script.
+  var webShare = document.getElementById("web-share");
+  if (webShare && navigator.share) {
+    webShare.hidden = false;
+    webShare.addEventListener("click", function () {
+      var title = webShare.dataset.title;
+      navigator.share({
+        title: title,
+        text: "I just signed \u201c" + title + "\u201d. Will you sign too?",
+        url: webShare.dataset.url
+      }).catch(function () {});  // closing the sheet is not an error worth showing
+    });
+  }
+
+  document.addEventListener("click", function (e) {
+    var copy = e.target.closest("[data-copy]");
+    if (!copy) return;
+    var input = document.getElementById("share-url");
+    if (input) input.select();
+    var done = function () { copy.textContent = "Copied"; };
+    if (navigator.clipboard) navigator.clipboard.writeText(copy.dataset.copy).then(done, done);
+    else done();
+  });
+
+  // --- The petition: live count -------------------------------------------------
   var page = document.querySelector("article.petition");
   if (!page) return;
   var slug = page.dataset.slug;
@@ -40,15 +68,7 @@
     startPolling();
   }
 
-  document.addEventListener("click", function (e) {
-    var copy = e.target.closest("[data-copy]");
-    if (!copy) return;
-    var input = document.getElementById(copy.dataset.copy);
-    input.select();
-    if (navigator.clipboard) navigator.clipboard.writeText(input.value).catch(function () {});
-    copy.textContent = "Copied";
-  });
-
+  // --- The petition: signing in the page ------------------------------------------
   var form = document.getElementById("sign-form");
   if (!form) return;
 
@@ -63,41 +83,17 @@
     return true;
   }
 
+  // Every error the server gives is said here, beside the form (never in an alert box).
   function formError(message) {
     var el = document.getElementById("form-error");
     el.textContent = message;
     el.hidden = !message;
+    if (message) el.scrollIntoView({ block: "nearest" });
   }
 
-  function shareButtons(url) {
-    var text = encodeURIComponent("I signed \u201c" + document.querySelector("h1").textContent + "\u201d. Will you sign too? " + url);
-    var links = [
-      ["email", "Email", "mailto:?subject=" + encodeURIComponent(document.title) + "&body=" + text],
-      ["whatsapp", "WhatsApp", "https://wa.me/?text=" + text],
-      ["facebook", "Facebook", "https://www.facebook.com/sharer/sharer.php?u=" + encodeURIComponent(url)],
-      ["x", "X", "https://x.com/intent/tweet?text=" + text]
-    ];
-    var slot = document.getElementById("share-slot");
-    slot.innerHTML = "";
-    var intro = document.createElement("p");
-    intro.append("Link to share: ");
-    var input = document.createElement("input");
-    input.id = "share-url"; input.readOnly = true; input.value = url;
-    input.setAttribute("aria-label", "Link to share");
-    intro.append(input);
-    slot.append(intro);
-    var list = document.createElement("ul");
-    list.className = "share-buttons";
-    links.forEach(function (l) {
-      var a = document.createElement("a");
-      a.className = "button"; a.dataset.channel = l[0]; a.href = l[2]; a.textContent = l[1];
-      if (l[0] !== "email") { a.target = "_blank"; a.rel = "noopener"; }
-      var li = document.createElement("li"); li.append(a); list.append(li);
-    });
-    var copy = document.createElement("button");
-    copy.type = "button"; copy.className = "button"; copy.dataset.copy = "share-url"; copy.textContent = "Copy link";
-    var li = document.createElement("li"); li.append(copy); list.append(li);
-    slot.append(list);
+  function retryText(headers) {
+    var seconds = parseInt(headers.get("Retry-After") || "", 10);
+    return seconds > 0 ? " Please try again in " + seconds + " seconds." : " Please try again shortly.";
   }
 
   form.addEventListener("submit", function (e) {
@@ -118,14 +114,16 @@
     fetch("/api/petitions/" + encodeURIComponent(slug) + "/signatures", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body)
     }).then(function (r) {
-      return r.json().then(function (json) { return { status: r.status, json: json, headers: r.headers }; });
+      // A proxy's error page is not JSON: still an answer, said inline below.
+      return r.json().catch(function () { return {}; }).then(function (json) {
+        return { status: r.status, json: json, headers: r.headers };
+      });
     }).then(function (res) {
       button.disabled = false;
       if (res.status === 202) {
         form.hidden = true;
         var thanks = document.getElementById("thanks");
         document.getElementById("thanks-message").textContent = res.json.message;
-        shareButtons(res.json.share_url);
         thanks.hidden = false;
         thanks.focus();
         poll();
@@ -139,8 +137,9 @@
         });
         if (first) { document.getElementById(first).focus(); return; }
       }
-      // Rate limits, a closed petition, a busy server: said inline, next to the form.
-      formError(typeof res.json.detail === "string" ? res.json.detail : "Sorry, something went wrong. Please try again.");
+      // Rate limits (429), a closed petition (409), a busy server (503): their own words.
+      var detail = typeof res.json.detail === "string" ? res.json.detail : "";
+      formError(detail || "Sorry, we could not take your signature." + retryText(res.headers));
     }).catch(function () {
       // The network failed: fall back to a plain form post, which the server handles too.
       button.disabled = false;

@@ -1,0 +1,111 @@
+"""The runtime's own parts without a service around them: migrations, supervised loops,
+and the consumer's patience with a database that is away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import asyncpg
+import pytest
+from groundswell_contracts.events import AnyEvent, SignatureConfirmed, encode
+from groundswell_contracts.topics import dead_letter_topic
+from groundswell_runtime.background import supervise
+from groundswell_runtime.consumer import EventConsumer
+from groundswell_runtime.db import Migration, migrate
+from groundswell_runtime.kafka import ensure_topics, make_consumer, make_producer
+from groundswell_stack.infra import Infra
+
+
+async def test_migrations_apply_once_in_order_and_a_failing_one_alone(
+    fresh_database: str,
+) -> None:
+    schema = f"m{uuid.uuid4().hex[:8]}"
+    first = [
+        Migration("001_a.sql", "CREATE TABLE a (n int)"),
+        Migration("002_b.sql", "INSERT INTO a VALUES (1)"),
+    ]
+    # Two services starting together: the advisory lock lets one apply, the other finds
+    # nothing left to do.
+    results = await asyncio.gather(
+        migrate(fresh_database, schema, first), migrate(fresh_database, schema, first)
+    )
+    assert sorted(results, key=len) == [[], ["001_a.sql", "002_b.sql"]]
+
+    broken = [*first, Migration("003_c.sql", "INSERT INTO a VALUES (3); SELECT nonsense")]
+    with pytest.raises(asyncpg.PostgresError):
+        await migrate(fresh_database, schema, broken)
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        # 003 rolled back whole: its first statement left nothing behind.
+        assert await conn.fetchval(f"SELECT array_agg(n ORDER BY n) FROM {schema}.a") == [1]
+    finally:
+        await conn.close()
+    fixed = [*first, Migration("003_c.sql", "INSERT INTO a VALUES (3)")]
+    assert await migrate(fresh_database, schema, fixed) == ["003_c.sql"]
+    assert await migrate(fresh_database, schema, fixed) == []
+
+
+async def test_a_supervised_loop_is_restarted_until_it_returns() -> None:
+    runs = 0
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs < 3:
+            raise ConnectionError("the broker went away")
+
+    await asyncio.wait_for(supervise("flaky", flaky, max_backoff=0.5), timeout=30)
+    assert runs == 3  # failed twice, restarted each time, then returned: no more runs
+
+    async def stops() -> None:
+        nonlocal runs
+        runs += 1
+
+    await supervise("stops", stops)
+    assert runs == 4  # a loop that returns is a requested stop: never restarted
+
+
+async def test_a_database_that_is_away_is_waited_for_never_dead_lettered(infra: Infra) -> None:
+    topic = f"patient-{uuid.uuid4().hex[:8]}"
+    name = f"patient-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(infra.kafka_bootstrap, 1, 1, [topic, dead_letter_topic(name)])
+    event = SignatureConfirmed(petition_id=uuid.uuid4(), signature_id=uuid.uuid4())
+    producer = make_producer(infra.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, encode(event), key=b"k")
+    finally:
+        await producer.stop()
+
+    attempts: list[uuid.UUID] = []
+    applied = asyncio.Event()
+
+    async def handler(got: AnyEvent) -> None:
+        attempts.append(got.event_id)
+        if len(attempts) <= 6:  # more than any attempt limit for a failing event
+            raise asyncpg.CannotConnectNowError("the database system is starting up")
+        applied.set()
+
+    consumer = make_consumer(infra.kafka_bootstrap, name, topic)
+    dead_letters = make_producer(infra.kafka_bootstrap)
+    await consumer.start()
+    await dead_letters.start()
+    task = asyncio.create_task(EventConsumer(name, consumer, dead_letters, handler).run())
+    try:
+        await asyncio.wait_for(applied.wait(), timeout=60)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.stop()
+        await dead_letters.stop()
+    assert attempts == [event.event_id] * 7
+    reader = make_consumer(infra.kafka_bootstrap, None, dead_letter_topic(name))
+    await reader.start()
+    try:
+        batch = await reader.getmany(timeout_ms=2000)
+    finally:
+        await reader.stop()
+    assert not any(batch.values())  # nothing dead-lettered
