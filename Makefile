@@ -49,7 +49,7 @@ chaos: install
 
 # The browser tests drive Debian's Chromium; installed here when we can (root + apt).
 browser:
-	@deploy/ci/ensure-chromium.sh
+	@deploy/ci/ensure-debian-package.sh chromium chromium "the browser tests"
 
 test: install browser
 	$(BIN)/pytest

@@ -77,10 +77,10 @@ def promtool() -> str:
     if found is None:
         reason = (
             "promtool is not installed (apt-get install prometheus; "
-            "deploy/ci/ensure-promtool.sh does it as root)"
+            "deploy/ci/ensure-debian-package.sh does it as root)"
         )
         if os.environ.get("CI") == "true" and os.geteuid() == 0:
-            pytest.fail(reason + ": CI runs as root, so ensure-promtool.sh should have")
+            pytest.fail(reason + ": CI runs as root, so .ci/run should have")
         pytest.skip(reason)
     return found
 
