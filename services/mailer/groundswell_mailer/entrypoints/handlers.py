@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from datetime import UTC, datetime
 from typing import TypeAlias
 from uuid import UUID
 
@@ -264,7 +265,10 @@ class SignatureHandler:
     ) -> None:
         """The link of an erasure or access request, to the address it names. Its rows
         go when signing shreds the request's key (the request is done or expired)."""
-        if event.expires_at <= event.occurred_at or not contact.verification_token:
+        if event.expires_at <= datetime.now(UTC) or not contact.verification_token:
+            # Reached us after its link expired (the mailer was down for a day): a dead
+            # link helps nobody, and the person can ask again.
+            log.info("privacy_link_expired", request_id=str(event.request_id))
             return
         address_key = canonical_address(contact.email)
         await repo.ensure_recipient(
