@@ -20,6 +20,10 @@ import pytest
 from groundswell_runtime.kafka import ensure_topics
 from groundswell_stack.infra import Infra, start_infra
 
+# The partition count of the session's topics, which every service and consumer a test
+# starts must agree with (a service refuses to start on topics of another count). Written
+# once: other test files import it as they import scratch_database, relatively
+# (`from ...conftest import TEST_PARTITIONS`), which --import-mode=importlib allows.
 TEST_PARTITIONS = 4
 
 

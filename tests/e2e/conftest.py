@@ -24,6 +24,8 @@ from groundswell_stack.services import (
 )
 from groundswell_stack.smtp_sink import read_messages
 
+from ..conftest import TEST_PARTITIONS
+
 ADMIN_TOKEN = "e2e-admin-token-0123456789abcdefghijk"
 
 
@@ -71,7 +73,7 @@ def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         | ports
         | {
             "ADMIN_TOKEN": ADMIN_TOKEN,
-            "KAFKA_TOPIC_PARTITIONS": "4",
+            "KAFKA_TOPIC_PARTITIONS": str(TEST_PARTITIONS),
             # Every test signs from 127.0.0.1.
             "SIGNING_RATE_BURST_COUNT": "100000",
             "SIGNING_RATE_SUSTAINED_COUNT": "100000",

@@ -19,12 +19,10 @@ class Topic(StrEnum):
     PRIVACY = "privacy"
 
 
-# Topics that hold "the latest value per key" rather than a history. Compacted on
-# real Kafka; the local broker keeps everything (harmless for counts; for signer-keys
-# it means a shredded key stays in the broker's memory until it restarts, see
-# docs/privacy.md).
-COMPACTED_TOPICS = frozenset({Topic.COUNTS, Topic.SIGNER_KEYS})
-
+# `counts` and `signer-keys` hold "the latest value per key" rather than a history:
+# compacted on real Kafka. The local broker keeps everything (harmless for counts; for
+# signer-keys it means a shredded key stays in the broker's memory until it restarts,
+# see docs/privacy.md).
 # A shredded key must leave the log soon, not "some day": segments roll hourly and any
 # record superseded for an hour is due for compaction (max.compaction.lag.ms, KIP-354).
 _HOUR_MS = str(60 * 60 * 1000)
@@ -48,7 +46,6 @@ def dead_letter_topic(consumer: str) -> str:
 # Consumer group names double as dead-letter topic prefixes.
 class Consumer(StrEnum):
     COUNTER = "counter"
-    COUNTS_VIEW = "counter-view"
     MAILER = "mailer"
     SHARING = "sharing"
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastapi import HTTPException, status
+from fastapi import HTTPException
 
 
 def unprocessable(field: str | Sequence[str] | None, message: str) -> HTTPException:
     """A 422 naming the body field at fault (a dotted path as a sequence); None: the body."""
     path = [] if field is None else [field] if isinstance(field, str) else list(field)
     return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_ENTITY,
+        422,  # the constant changed names across Starlette releases
         [{"loc": ["body", *path], "msg": message, "type": "value_error"}],
     )

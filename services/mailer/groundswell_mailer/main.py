@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import asyncpg
-from groundswell_runtime.cli import Command, ServiceCli
+from groundswell_runtime.cli import Command, Database, ServiceCli
 from groundswell_runtime.serving import serve
 
 from groundswell_mailer.adapters import repository as repo
@@ -35,10 +35,8 @@ cli = ServiceCli(
     name="mailer",
     description="Groundswell's email service.",
     settings=MailerSettings,
-    schema=repo.SCHEMA,
-    migrations=repo.migrations(),
     serve=Command("run the HTTP app, the consumers and the sender", _serve),
-    prune=_prune,
+    database=Database(repo.SCHEMA, repo.migrations(), _prune),
 )
 main = cli.main
 

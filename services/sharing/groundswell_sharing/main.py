@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import asyncpg
-from groundswell_runtime.cli import Command, ServiceCli
+from groundswell_runtime.cli import Command, Database, ServiceCli
 from groundswell_runtime.serving import serve
 
 from groundswell_sharing.adapters import repository as repo
@@ -40,10 +40,8 @@ cli = ServiceCli(
     name="sharing",
     description="Groundswell share links and sharing stats.",
     settings=SharingSettings,
-    schema=repo.SCHEMA,
-    migrations=repo.migrations(),
     serve=Command("run the HTTP app and the event consumer", _serve),
-    prune=_prune,
+    database=Database(repo.SCHEMA, repo.migrations(), _prune),
 )
 main = cli.main
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 import asyncpg
-from groundswell_runtime.cli import Command, ServiceCli
+from groundswell_runtime.cli import Command, Database, ServiceCli
 from groundswell_runtime.db import create_pool, migrate
 from groundswell_runtime.serving import serve
 
@@ -58,13 +58,11 @@ cli = ServiceCli(
     name="signing",
     description="Groundswell's signing service: petitions, signatures, pages, admin API.",
     settings=SigningSettings,  # ADMIN_TOKEN comes from the environment
-    schema=SCHEMA,
-    migrations=MIGRATIONS,
     serve=Command(
         "run the HTTP service (and its outbox relay, unless SIGNING_RELAY_MODE=separate)",
         _serve,
     ),
-    prune=_prune,
+    database=Database(SCHEMA, MIGRATIONS, _prune),
     extra={
         "relay": Command(
             "run the outbox relay alone, with /readyz on SIGNING_RELAY_PORT (8005)", _relay

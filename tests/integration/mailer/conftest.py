@@ -39,7 +39,7 @@ from groundswell_runtime.kafka import make_consumer, make_producer
 from groundswell_stack.infra import Infra
 from groundswell_stack.processes import free_port
 
-from ...conftest import scratch_database
+from ...conftest import TEST_PARTITIONS, scratch_database
 
 PUBLIC_BASE_URL = "http://signing.test"
 SHARE_BASE_URL = "http://share.test"
@@ -61,7 +61,7 @@ async def running_mailer(
         settings = MailerSettings(
             DATABASE_URL=database_url,
             KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
-            KAFKA_TOPIC_PARTITIONS=4,
+            KAFKA_TOPIC_PARTITIONS=TEST_PARTITIONS,
             SMTP_HOST=smtp_host,
             SMTP_PORT=smtp_port,
             PUBLIC_BASE_URL=PUBLIC_BASE_URL,

@@ -324,7 +324,13 @@ async def test_ops_endpoints(mailer: Any) -> None:
     assert (await mailer.client.get("/healthz")).json() == {"status": "ok"}
     ready = await mailer.client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"database": True, "broker": True, "consumer": True}
+    assert ready.json()["checks"] == {
+        "database": True,
+        "broker": True,
+        "outbox_relay": True,
+        "campaign_consumer": True,
+        "consumer": True,
+    }
     metrics = await mailer.client.get("/metrics")
     assert "groundswell_mailer_emails_total" in metrics.text
     assert "/unsubscribe/{token}" in (await mailer.client.get("/openapi.json")).text

@@ -27,14 +27,14 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from groundswell_contracts.events import MilestoneReached, PreferencesChanged
-from groundswell_mailer.adapters import mailings as store
+from groundswell_mailer.adapters import supporters
 from groundswell_mailer.config import MailerSettings
 from groundswell_mailer.entrypoints.http import create_app
 from groundswell_runtime.organisation import Organisation
 from groundswell_stack.infra import Infra
 from groundswell_stack.processes import free_port
 
-from ...conftest import scratch_database
+from ...conftest import TEST_PARTITIONS, scratch_database
 
 ADMIN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -79,7 +79,7 @@ def settings_for(
     fields: dict[str, Any] = {
         "DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
-        "KAFKA_TOPIC_PARTITIONS": 4,
+        "KAFKA_TOPIC_PARTITIONS": TEST_PARTITIONS,
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": smtp_port,
         "PUBLIC_BASE_URL": "http://signing.test",
@@ -105,7 +105,7 @@ async def app_on(settings: MailerSettings) -> AsyncIterator[tuple[httpx.AsyncCli
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://mailer.test") as c:
-            yield c, app.state.runtime
+            yield c, app.state.service
 
 
 @pytest.fixture
@@ -369,7 +369,7 @@ async def test_a_mailing_survives_a_killed_sender_without_second_copies(
                     petition,
                     None,
                 )
-                await store.record_supporter(
+                await supporters.record_supporter(
                     conn,
                     signature_id=signature,
                     petition_id=petition,
@@ -412,7 +412,7 @@ async def test_a_mailing_survives_a_killed_sender_without_second_copies(
         dispatcher = runtime.dispatcher
         at_kill = dispatcher.unrecorded
         for name in ("dispatcher", "pacer"):
-            task = runtime._tasks[name]
+            task = runtime.task(name)
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task

@@ -20,7 +20,8 @@ from groundswell_contracts.testing import signed
 from groundswell_runtime.kafka import ensure_topics, make_producer
 from groundswell_stack.infra import Infra
 
-PARTITIONS = 4
+from ...conftest import TEST_PARTITIONS
+
 SECRET_EMAIL = "ada.secret@example.org"
 SECRET_NAME = "Ada Secretname"
 SECRET_TOKEN = "tok-never-print-me-123"
@@ -68,7 +69,7 @@ def unique(prefix: str) -> str:
 
 
 async def make_topics(infra: Infra, *names: str) -> None:
-    await ensure_topics(infra.kafka_bootstrap, PARTITIONS, 1, list(names))
+    await ensure_topics(infra.kafka_bootstrap, TEST_PARTITIONS, 1, list(names))
 
 
 async def produce(

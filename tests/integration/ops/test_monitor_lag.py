@@ -12,6 +12,7 @@ from groundswell_ops.snapshot import Monitor, Snapshot
 from groundswell_runtime.kafka import make_consumer
 from groundswell_stack.infra import Infra
 
+from ...conftest import TEST_PARTITIONS
 from .conftest import RunOps, make_topics, produce, signature, unique
 
 N = 137
@@ -128,15 +129,17 @@ async def test_bad_usage_exits_2(run_ops: RunOps) -> None:
 
 
 async def test_topics_lists_layout_and_create_is_idempotent(infra: Infra, run_ops: RunOps) -> None:
-    env = {"KAFKA_TOPIC_PARTITIONS": "4"}
+    env = {"KAFKA_TOPIC_PARTITIONS": str(TEST_PARTITIONS)}
     first = await run_ops("topics", "--create", "--json", env=env)
     second = await run_ops("topics", "--create", "--json", env=env)
     assert first.code == second.code == 0, first.stderr
     document = second.json()
     assert document["missing"] == [] and document["wrong_partitions"] == []
     by_name = {t["topic"]: t for t in document["topics"]}
-    assert by_name["signatures"]["partitions"] == 4
-    assert by_name["mailer.dlq"]["partitions"] == 4
-    wrong = await run_ops("topics", "--json", env={"KAFKA_TOPIC_PARTITIONS": "6"})
+    assert by_name["signatures"]["partitions"] == TEST_PARTITIONS
+    assert by_name["mailer.dlq"]["partitions"] == TEST_PARTITIONS
+    wrong = await run_ops(
+        "topics", "--json", env={"KAFKA_TOPIC_PARTITIONS": str(TEST_PARTITIONS + 2)}
+    )
     assert wrong.code == 1
     assert "signatures" in wrong.json()["wrong_partitions"]

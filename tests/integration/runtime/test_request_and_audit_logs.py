@@ -22,6 +22,8 @@ from groundswell_signing.config import SigningSettings
 from groundswell_signing.entrypoints.http.app import create_app as create_signing
 from pydantic import ValidationError
 
+from ...conftest import TEST_PARTITIONS
+
 SECRET_CODE = "tok-Secret-Code-42"
 CLIENT_IP = "203.0.113.77"
 ADMIN_TOKEN = "audit-test-admin-token-0123456789abcdefgh"
@@ -165,7 +167,7 @@ async def signing(
         ADMIN_TOKEN=ADMIN_TOKEN,
         database_url=fresh_database,
         kafka_bootstrap_servers=infra.kafka_bootstrap,
-        kafka_topic_partitions=4,
+        kafka_topic_partitions=TEST_PARTITIONS,
     )
     app = create_signing(settings)
     async with app.router.lifespan_context(app):

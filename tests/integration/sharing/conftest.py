@@ -29,7 +29,7 @@ from groundswell_sharing.config import SharingSettings
 from groundswell_sharing.entrypoints.http import create_app
 from groundswell_stack.infra import Infra
 
-from ...conftest import scratch_database
+from ...conftest import TEST_PARTITIONS, scratch_database
 
 PUBLIC_BASE_URL = "http://signing.test"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0"
@@ -84,7 +84,7 @@ async def _running_sharing(database_url: str, infra: Infra) -> AsyncIterator[Run
     settings = SharingSettings(
         DATABASE_URL=database_url,
         KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
-        KAFKA_TOPIC_PARTITIONS=4,
+        KAFKA_TOPIC_PARTITIONS=TEST_PARTITIONS,
         PUBLIC_BASE_URL=PUBLIC_BASE_URL,
         # No SHARING_VISITOR_SALT: the salt is derived from the admin token, as in `make up`.
         ADMIN_TOKEN=ADMIN_TOKEN,

@@ -15,6 +15,8 @@ from groundswell_contracts.sealed import SealedContact, associated_data, unseal
 from groundswell_signing.config import SigningSettings
 from groundswell_signing.entrypoints.http.app import create_app
 
+from ...conftest import TEST_PARTITIONS
+
 ADMIN_TOKEN = "test-admin-token-0123456789abcdefghij"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -88,7 +90,7 @@ def signing_settings(infra: Any, fresh_database: str) -> SettingsFactory:
             "ADMIN_TOKEN": ADMIN_TOKEN,
             "database_url": fresh_database,
             "kafka_bootstrap_servers": infra.kafka_bootstrap,
-            "kafka_topic_partitions": 4,
+            "kafka_topic_partitions": TEST_PARTITIONS,
             # Tests sign many times from one address; the rate-limit tests lower these.
             "rate_burst_count": 10_000,
             "rate_sustained_count": 10_000,
@@ -102,10 +104,10 @@ def signing_settings(infra: Any, fresh_database: str) -> SettingsFactory:
 async def start_harness(settings: SigningSettings) -> AsyncIterator[SigningHarness]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        await _keep_outbox_copy(app.state.pool)
+        await _keep_outbox_copy(app.state.service.pool)
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://signing.test") as client:
-            yield SigningHarness(client, app.state.pool, settings)
+            yield SigningHarness(client, app.state.service.pool, settings)
 
 
 async def _keep_outbox_copy(pool: Any) -> None:

@@ -57,7 +57,7 @@ async def test_separate_relay_publishes_what_serve_queued(
     }
     async for harness in start_harness(settings):
         app = harness.client._transport.app  # type: ignore[attr-defined]
-        assert app.state.relay is None  # "separate": serve runs no relay of its own
+        assert app.state.service.relay is None  # "separate": serve runs no relay of its own
         # serve's readiness does not wait for a relay it does not run.
         assert (await harness.client.get("/readyz")).status_code == 200
 

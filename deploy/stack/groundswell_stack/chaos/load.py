@@ -26,7 +26,6 @@ NO_ANSWER = -1
 # Shares of the load (the rest signs anew); a kind with nothing to act on signs instead.
 MIX = {"duplicate": 0.05, "confirm": 0.10, "withdraw": 0.03, "click": 0.12}
 REF_SHARE = 0.25  # new signatures that come through a clicked share link
-SIGNING_KINDS = frozenset({"sign", "duplicate", "confirm", "withdraw", "probe", "bounce"})
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 
 

@@ -14,7 +14,7 @@ written as a path) gets `source=<the mailing's code>`, replacing any source the
 organiser typed: signing carries `?source=` into the signature and the counter's
 `by_source` then shows what the mailing brought.
 
-Who may get it (applied in SQL by adapters/mailings.py, stated here):
+Who may get it (applied in SQL by adapters/audience.py, stated here):
 a mailbox gets a mailing of category C when it is not unsubscribed, and its preference
 for C is "yes", or unset and one of its live signatures (confirmed, not withdrawn) gave
 contact consent. Updates go only to people who signed one of the mailing's petitions.

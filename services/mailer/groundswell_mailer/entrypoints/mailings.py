@@ -4,7 +4,7 @@ and what the dispatcher calls to write a mailing's or a milestone's email.
 - Admin API (Bearer ADMIN_TOKEN): compose a mailing, see its audience and preview, send
   a test, send, cancel, follow its progress (also on /metrics).
 - Pacer: releases waiting copies at `MAILER_MAILING_RATE_PER_SECOND`, marks finished
-  mailings sent, refreshes the progress gauges (adapters/mailings.py).
+  mailings sent, refreshes the progress gauges (adapters/pacer.py).
 - Campaign consumer (a group of its own on `milestones`): the milestone notes, once per
   petition and threshold, whatever the event ids.
 """
@@ -27,6 +27,7 @@ from groundswell_runtime.http_errors import unprocessable
 from prometheus_client import Gauge
 from pydantic import BaseModel, Field, field_validator
 
+from groundswell_mailer.adapters import audience, milestones, pacer, supporters
 from groundswell_mailer.adapters import mailings as store
 from groundswell_mailer.adapters import repository as repo
 from groundswell_mailer.adapters.queue import ClaimedEmail
@@ -123,7 +124,7 @@ class CampaignHandler:
         if address is None:
             log.info("milestone_not_notified", reason="no ORG_NOTIFY_ADDRESS")
             return
-        added = await store.record_milestone(
+        added = await milestones.record_milestone(
             conn,
             petition_id=event.petition_id,
             slug=event.slug,
@@ -151,14 +152,14 @@ async def run_pacer(pool: asyncpg.Pool, settings: MailerSettings) -> None:
     loop = asyncio.get_running_loop()
     last_report = 0.0
     while True:
-        await store.release(pool, rate)
+        await pacer.release(pool, rate)
         if loop.time() - last_report > 2.0:
             last_report = loop.time()
             async with pool.acquire() as conn:
-                for mailing_id in await store.finish_done(conn):
+                for mailing_id in await pacer.finish_done(conn):
                     log.info("mailing_finished", mailing_id=mailing_id)
-                for mailing_id in await store.active_mailings(conn):
-                    counts = await store.progress(conn, mailing_id)
+                for mailing_id in await pacer.active_mailings(conn):
+                    counts = await pacer.progress(conn, mailing_id)
                     for state in rules.PROGRESS_STATES:
                         MAILING_EMAILS.labels(str(mailing_id), state).set(counts.get(state, 0))
         await asyncio.sleep(tick)
@@ -265,7 +266,7 @@ def admin_router(settings: MailerSettings, pool: Callable[[], asyncpg.Pool]) -> 
             )
         slugs = {body.petition, *body.audience.signed, *body.audience.not_signed}
         async with pool().acquire() as conn, conn.transaction():
-            ids = await store.petition_ids(conn, sorted(slugs))
+            ids = await supporters.petition_ids(conn, sorted(slugs))
             missing = sorted(slugs - set(ids))
             if missing:
                 raise unprocessable(
@@ -299,9 +300,11 @@ def admin_router(settings: MailerSettings, pool: Callable[[], asyncpg.Pool]) -> 
     async def _details(conn: asyncpg.Connection, row: asyncpg.Record) -> dict[str, Any]:
         view = _view(row)
         if row["status"] == "draft":
-            would, wont = await store.audience_size(conn, row["category"], store.audience_of(row))
+            would, wont = await audience.audience_size(
+                conn, row["category"], audience.audience_of(row)
+            )
             view["audience"] = {"would_receive": would, "would_skip": wont}
-        view["progress"] = await store.progress(conn, row["id"])
+        view["progress"] = await pacer.progress(conn, row["id"])
         return view
 
     @router.get("", summary="Mailings, newest first")

@@ -24,8 +24,8 @@ from fastapi.responses import HTMLResponse
 from groundswell_contracts.events import PreferencesChanged, Unsubscribed
 from groundswell_runtime.outbox import enqueue
 
-from groundswell_mailer.adapters import mailings as store
 from groundswell_mailer.adapters import repository as repo
+from groundswell_mailer.adapters import supporters as store
 from groundswell_mailer.entrypoints import pages
 
 log = structlog.get_logger()

@@ -56,12 +56,12 @@ async def store_link(
 ) -> None:
     """A signature's share link, under its code lock held to commit (see the module
     docstring), with the petition row it needs: one statement, one round trip, where
-    `ensure_petition`, `lock_code` and `add_share_link` took three per signature.
+    three (petition, code lock, link) used to be.
 
     The lock is taken while the row to insert is produced, so before the link exists, as
-    with `lock_code` first. The petition comes from the CTE, which (like
-    `ensure_petition`) only fills a gap; the link's foreign key is checked at the end of
-    the statement, when the petition is there.
+    with `lock_code` first. The petition comes from the CTE, which only fills a gap
+    (never overrides what a petition event wrote: `updated_at` is -infinity); the
+    link's foreign key is checked at the end of the statement, when the petition is there.
     """
     await conn.execute(
         "WITH petition AS (INSERT INTO sharing.petitions (petition_id, slug, title, updated_at) "

@@ -55,19 +55,6 @@ async def upsert_petition(
     )
 
 
-async def ensure_petition(
-    conn: asyncpg.Connection, petition_id: UUID, slug: str, title: str
-) -> None:
-    """From a signature event: only fills a gap, never overrides a petition event."""
-    await conn.execute(
-        "INSERT INTO sharing.petitions (petition_id, slug, title, updated_at) "
-        "VALUES ($1, $2, $3, '-infinity') ON CONFLICT (petition_id) DO NOTHING",
-        petition_id,
-        slug,
-        title,
-    )
-
-
 async def petition_by_slug(pool: asyncpg.Pool, slug: str) -> tuple[UUID, str] | None:
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
@@ -79,31 +66,6 @@ async def petition_by_slug(pool: asyncpg.Pool, slug: str) -> tuple[UUID, str] | 
 
 
 # --- share links and referrals ---------------------------------------------
-
-
-async def add_share_link(
-    conn: asyncpg.Connection,
-    *,
-    share_code: str,
-    signature_id: UUID,
-    petition_id: UUID,
-    first_name: str,
-    source: str | None,
-    status: Status,
-    created_at: datetime,
-) -> None:
-    await conn.execute(
-        "INSERT INTO sharing.share_links "
-        "(share_code, signature_id, petition_id, first_name, source, status, created_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        share_code,
-        signature_id,
-        petition_id,
-        first_name or None,
-        source,
-        status,
-        created_at,
-    )
 
 
 @dataclass(frozen=True)

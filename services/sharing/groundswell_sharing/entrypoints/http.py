@@ -6,26 +6,18 @@ outbox relay that publishes clicks and referrals.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
-import asyncpg
 import structlog
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from groundswell_contracts.topics import Consumer, Topic
-from groundswell_runtime.background import ConsumerLoop, cancel_and_wait, supervise
+from groundswell_runtime.background import ConsumerLoop
 from groundswell_runtime.client_address import client_address
 from groundswell_runtime.consumer import InTransaction
-from groundswell_runtime.correlation import install_request_id_middleware
-from groundswell_runtime.db import close_pool, create_pool, database_reachable, migrate
-from groundswell_runtime.kafka import broker_reachable, ensure_topics
-from groundswell_runtime.ops import install_ops
 from groundswell_runtime.outbox import OutboxRelay
-from groundswell_runtime.unavailable import install_database_unavailable_handler
+from groundswell_runtime.service import Service, service_app
 from prometheus_client import Counter
 
 from groundswell_sharing.adapters import clicks
@@ -58,11 +50,15 @@ them; organisers see first names through the admin endpoint (Bearer ADMIN_TOKEN)
 """
 
 
-class SharingRuntime:
-    """What the lifespan starts and stops; the routes and readiness checks read it."""
+class SharingService(Service):
+    """The consumer of `petitions` and `signatures` and the outbox relay (stopped in the
+    reverse order: groundswell_runtime.service)."""
+
+    name = "sharing"
 
     def __init__(self, settings: SharingSettings) -> None:
-        self.settings = settings
+        super().__init__(settings, schema=repo.SCHEMA, migrations=repo.migrations())
+        self.settings: SharingSettings = settings
         # The same in every instance and across restarts (domain/visitors.py), so a
         # restart does not count the day's repeat clicks again.
         self.visitor_salt = visitor_salt(
@@ -70,61 +66,25 @@ class SharingRuntime:
             settings.admin_token.get_secret_value() if settings.admin_token else None,
         )
         self.budget = ClickBudget(settings.clicks_per_network_hour, settings.clicks_per_site_hour)
-        self.pool: asyncpg.Pool | None = None
-        self.consumer: ConsumerLoop | None = None
-        self.relay: OutboxRelay | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def require_pool(self) -> asyncpg.Pool:
-        if self.pool is None:
-            raise RuntimeError("the sharing service is not started")
-        return self.pool
-
-    async def start(self) -> None:
-        settings = self.settings
-        await migrate(settings.database_url, repo.SCHEMA, repo.migrations())
-        self.pool = await create_pool(settings.database_url, min_size=2, max_size=10)
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            settings.kafka_topic_partitions,
-            settings.kafka_replication_factor,
+    async def setup(self) -> None:
+        settings, pool = self.settings, self.pool
+        self.add_relay(OutboxRelay(pool, repo.SCHEMA, settings.kafka_bootstrap_servers))
+        self.add_consumer(
+            "consumer",
+            ConsumerLoop(
+                Consumer.SHARING.value,
+                settings.consumer_group,
+                [Topic.PETITIONS.value, Topic.SIGNATURES.value],
+                settings.kafka_bootstrap_servers,
+                InTransaction(pool, SharingHandler(settings)),
+            ),
         )
-        self.relay = OutboxRelay(self.pool, repo.SCHEMA, settings.kafka_bootstrap_servers)
-        self.consumer = ConsumerLoop(
-            Consumer.SHARING.value,
-            settings.consumer_group,
-            [Topic.PETITIONS.value, Topic.SIGNATURES.value],
-            settings.kafka_bootstrap_servers,
-            InTransaction(self.pool, SharingHandler(settings)),
-        )
-        self._tasks = {
-            "outbox": asyncio.create_task(supervise("outbox", self.relay.run)),
-            "consumer": asyncio.create_task(supervise("consumer", self.consumer.run)),
-        }
-        log.info("sharing_started")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._tasks.get("consumer"))
-        await cancel_and_wait(self._tasks.get("outbox"))
-        if self.relay is not None:
-            await self.relay.stop()
-        if self.pool is not None:
-            await close_pool(self.pool)
-        log.info("sharing_stopped")
-
-    async def database_ready(self) -> bool:
-        return self.pool is not None and await database_reachable(self.pool)
-
-    async def broker_ready(self) -> bool:
-        return await broker_reachable(self.settings.kafka_bootstrap_servers)
-
-    async def consumer_ready(self) -> bool:
-        return self.consumer is not None and self.consumer.consuming
 
 
-def sharing_router(runtime: SharingRuntime) -> APIRouter:
+def sharing_router(service: SharingService) -> APIRouter:
     router = APIRouter()
-    settings = runtime.settings
+    settings = service.settings
 
     @router.get(
         "/s/{code}",
@@ -168,18 +128,18 @@ def sharing_router(runtime: SharingRuntime) -> APIRouter:
         peer = request.client.host if request.client else None
         forwarded = ", ".join(request.headers.getlist("x-forwarded-for")) or None
         caller = visitor(
-            runtime.visitor_salt,
+            service.visitor_salt,
             client_address(peer, forwarded, settings.trusted_proxies),
             now,
         )
         outcome, link = await clicks.record_click(
-            runtime.require_pool(),
+            service.pool,
             share_code=code,
             channel=channel,
             automated=is_automated(request.headers.get("user-agent")),
             visitor=caller,
             at=now,
-            budget=runtime.budget,
+            budget=service.budget,
             keep_if_unknown=not give_up,
         )
         SHARE_REDIRECTS.labels(outcome.value).inc()
@@ -211,7 +171,7 @@ def sharing_router(runtime: SharingRuntime) -> APIRouter:
         responses={404: {"description": "No petition with this slug is known"}},
     )
     async def petition_shares(slug: str, response: Response) -> views.ShareStats:
-        current, tallies = await views.petition_or_404(runtime.require_pool(), slug, TOP_REFERRERS)
+        current, tallies = await views.petition_or_404(service.pool, slug, TOP_REFERRERS)
         response.headers["Cache-Control"] = f"public, max-age={settings.stats_max_age_seconds}"
         return views.public_stats(current, tallies, TOP_REFERRERS)
 
@@ -224,7 +184,7 @@ def sharing_router(runtime: SharingRuntime) -> APIRouter:
     async def share_leaderboard(
         response: Response, limit: int = Query(10, ge=1, le=100)
     ) -> views.Leaderboard:
-        rows = await repo.leaderboard(runtime.require_pool(), limit)
+        rows = await repo.leaderboard(service.pool, limit)
         response.headers["Cache-Control"] = f"public, max-age={settings.stats_max_age_seconds}"
         return views.Leaderboard(
             petitions=[
@@ -245,30 +205,8 @@ def sharing_router(runtime: SharingRuntime) -> APIRouter:
 
 
 def create_app(settings: SharingSettings | None = None) -> FastAPI:
-    runtime = SharingRuntime(settings or SharingSettings())
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
-        try:
-            yield
-        finally:
-            await runtime.stop()
-
-    app = FastAPI(
-        title="Groundswell sharing", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
-    )
-    app.state.runtime = runtime
-    install_request_id_middleware(app)
-    install_ops(
-        app,
-        {
-            "database": runtime.database_ready,
-            "broker": runtime.broker_ready,
-            "consumer": runtime.consumer_ready,
-        },
-    )
-    install_database_unavailable_handler(app)
-    app.include_router(sharing_router(runtime))
-    app.include_router(admin_router(runtime.settings.admin_token, runtime.require_pool))
+    service = SharingService(settings or SharingSettings())
+    app = service_app(service, title="Groundswell sharing", description=DESCRIPTION)
+    app.include_router(sharing_router(service))
+    app.include_router(admin_router(service.settings.admin_token, service.require_pool))
     return app

@@ -24,24 +24,13 @@ pass finished within `groundswell_runtime.outbox.STALL_SECONDS`) and `/metrics` 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Literal
 
 import asyncpg
 from fastapi import FastAPI
-from groundswell_runtime.background import cancel_and_wait, supervise
-from groundswell_runtime.db import (
-    close_pool,
-    create_pool,
-    database_reachable,
-    migrate,
-    wait_for_database,
-)
-from groundswell_runtime.kafka import broker_reachable, ensure_topics
-from groundswell_runtime.ops import install_ops
+from groundswell_runtime.kafka import ensure_topics
 from groundswell_runtime.outbox import OutboxRelay
+from groundswell_runtime.service import Service, service_app
 from groundswell_runtime.serving import serve
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -80,46 +69,27 @@ def new_relay(pool: asyncpg.Pool, settings: SigningSettings) -> OutboxRelay:
     )
 
 
-def create_relay_app(settings: SigningSettings) -> FastAPI:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await wait_for_database(settings.database_url)
-        # The outbox table is signing's: a relay started before `serve` creates it.
-        await migrate(settings.database_url, SCHEMA, MIGRATIONS)
-        # Two connections: the LISTEN one and the one a pass publishes on.
-        pool = await create_pool(settings.database_url, min_size=2, max_size=3)
-        relay = new_relay(pool, settings)
-        app.state.pool = pool
-        app.state.relay = relay
-        task = asyncio.create_task(supervise("outbox-relay", relay.run), name="outbox-relay")
-        try:
-            yield
-        finally:
-            await cancel_and_wait(task)
-            await relay.stop()
-            await close_pool(pool)
+class RelayService(Service):
+    """Only the relay; the outbox table is signing's, so a relay started before `serve`
+    applies signing's migrations (the scaffold does, under the schema's lock)."""
 
-    app = FastAPI(
+    name = "signing-relay"
+
+    def __init__(self, settings: SigningSettings) -> None:
+        # Two connections: the LISTEN one and the one a pass publishes on.
+        super().__init__(settings, schema=SCHEMA, migrations=MIGRATIONS, pool_max=3)
+        self.settings: SigningSettings = settings
+
+    async def setup(self) -> None:
+        self.add_relay(new_relay(self.pool, self.settings))
+
+
+def create_relay_app(settings: SigningSettings) -> FastAPI:
+    return service_app(
+        RelayService(settings),
         title="Groundswell signing relay",
         description="Publishes the signing outbox to Kafka.",
-        version="0.1.0",
-        lifespan=lifespan,
     )
-
-    async def database_ready() -> bool:
-        return await database_reachable(app.state.pool)
-
-    async def broker_ready() -> bool:
-        return await broker_reachable(settings.kafka_bootstrap_servers)
-
-    async def relay_moving() -> bool:
-        relay: OutboxRelay = app.state.relay
-        return not relay.stalled()
-
-    install_ops(
-        app, {"database": database_ready, "broker": broker_ready, "outbox_relay": relay_moving}
-    )
-    return app
 
 
 def run_relay(settings: SigningSettings) -> None:

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import structlog
 from disposable_email_domains import blocklist as disposable_blocklist
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from groundswell_runtime.background import cancel_and_wait, supervise
-from groundswell_runtime.correlation import install_request_id_middleware
-from groundswell_runtime.db import (
-    close_pool,
-    create_pool,
-    database_reachable,
-    migrate,
-    wait_for_database,
-)
-from groundswell_runtime.kafka import broker_reachable
+from groundswell_runtime.db import close_pool, create_pool
 from groundswell_runtime.logging import configure_logging
-from groundswell_runtime.ops import install_ops
 from groundswell_runtime.outbox import OutboxRelay
+from groundswell_runtime.service import Service, service_app
 
 from groundswell_signing.adapters.repository import SCHEMA
 from groundswell_signing.config import SigningSettings
@@ -68,24 +55,38 @@ def check_admin_token(settings: SigningSettings) -> None:
         )
 
 
-def create_app(settings: SigningSettings) -> FastAPI:
-    check_admin_token(settings)
-    relay_mode = RelaySettings().mode
+class SigningService(Service):
+    """The signature writer (group commit), the petition and count caches, and the
+    outbox relay when it runs in this process (`SIGNING_RELAY_MODE`, relay.py)."""
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await wait_for_database(settings.database_url)
-        await migrate(settings.database_url, SCHEMA, MIGRATIONS)
-        # Requests and batches share one pool. The relay runs here only in "in-process"
-        # mode, on connections of its own; "separate" leaves it to `groundswell-signing
-        # relay`, a process whose CPU share the request load cannot take (relay.py).
-        pool = await create_pool(settings.database_url, max_size=10)
-        relay_pool: asyncpg.Pool | None = None
-        relay: OutboxRelay | None = None
-        if relay_mode == "in-process":
+    name = "signing"
+    # Built on the pool by `setup`; requests arrive only once it has run.
+    writer: SignatureWriter
+    petitions: PetitionCache
+    counts: CountCache
+
+    def __init__(self, settings: SigningSettings) -> None:
+        check_admin_token(settings)
+        super().__init__(settings, schema=SCHEMA, migrations=MIGRATIONS)
+        self.settings: SigningSettings = settings
+        self.policy = AbusePolicy(settings, load_disposable_domains())
+        self.admin_throttle = AdminAuthThrottle(
+            free_failures=settings.admin_auth_free_failures,
+            window=settings.admin_auth_window_seconds,
+            base_delay=settings.admin_auth_base_delay_seconds,
+        )
+        self.relay: OutboxRelay | None = None
+
+    async def setup(self) -> None:
+        settings, pool = self.settings, self.pool
+        if RelaySettings().mode == "in-process":
+            # On connections of its own, so requests cannot take the relay's; "separate"
+            # leaves it to `groundswell-signing relay`, a process whose CPU share the
+            # request load cannot take (relay.py).
             relay_pool = await create_pool(settings.database_url, min_size=2, max_size=2)
-            relay = new_relay(relay_pool, settings)
-        writer = SignatureWriter(
+            self.on_stop(lambda: close_pool(relay_pool))
+            self.relay = self.add_relay(new_relay(relay_pool, settings))
+        self.writer = SignatureWriter(
             pool,
             flag_over_limit=settings.rate_limit_action == "flag",
             writers=settings.writer_tasks,
@@ -93,65 +94,32 @@ def create_app(settings: SigningSettings) -> FastAPI:
             max_queue=settings.max_queue,
             max_queue_age=settings.max_queue_age_ms / 1000,
         )
-        app.state.pool = pool
-        app.state.relay = relay
-        app.state.writer = writer
-        app.state.petitions = PetitionCache(pool)
-        app.state.counts = CountCache(pool)
-        tasks = [asyncio.create_task(supervise("signature-writer", writer.run), name="writer")]
-        if relay is not None:
-            tasks.append(
-                asyncio.create_task(supervise("outbox-relay", relay.run), name="outbox-relay")
-            )
-        try:
-            yield
-        finally:
-            for task in tasks:
-                await cancel_and_wait(task)
-            if relay is not None:
-                await relay.stop()
-            if relay_pool is not None:
-                await close_pool(relay_pool)
-            await close_pool(pool)
+        self.petitions = PetitionCache(pool)
+        self.counts = CountCache(pool)
+        self.add_loop("signature-writer", self.writer.run)
 
-    app = FastAPI(
+    def overloaded(self) -> bool:
+        return self.writer.overloaded()
+
+
+def create_app(settings: SigningSettings) -> FastAPI:
+    service = SigningService(settings)
+    # FastSign is the innermost middleware, just before the router, so metrics, request
+    # ids and every limit apply to its requests too.
+    app = service_app(
+        service,
         title="Groundswell signing",
         description="Petitions and signatures: public signing API, petition pages, admin API.",
-        version="0.1.0",
-        lifespan=lifespan,
+        innermost=[FastSign],
     )
-    app.state.settings = settings
-    app.state.policy = AbusePolicy(settings, load_disposable_domains())
-    app.state.admin_throttle = AdminAuthThrottle(
-        free_failures=settings.admin_auth_free_failures,
-        window=settings.admin_auth_window_seconds,
-        base_delay=settings.admin_auth_base_delay_seconds,
-    )
-
-    async def database_ready() -> bool:
-        return await database_reachable(app.state.pool)
-
-    async def broker_ready() -> bool:
-        return await broker_reachable(settings.kafka_bootstrap_servers)
-
-    async def relay_moving() -> bool:
-        # A separate relay answers for itself on its own /readyz.
-        relay: OutboxRelay | None = app.state.relay
-        return relay is None or not relay.stalled()
-
-    # Middlewares run outermost-last-added; FastSign is the innermost, just before the
-    # router, so metrics, request ids and every limit apply to its requests too.
-    app.add_middleware(FastSign)
-    install_ops(
-        app, {"database": database_ready, "broker": broker_ready, "outbox_relay": relay_moving}
-    )
-    install_request_id_middleware(app)
+    # Signing's own answers for people (pages) replace the generic 503 and 422.
     install_error_handlers(app)
+    # Middlewares run outermost-last-added.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outside the body limit (whose own exception it must not swallow): what no handler
     # claimed becomes a logged 500, with the request id still bound.
     app.add_middleware(UnexpectedErrors)
-    app.add_middleware(ShedWhenBusy, overloaded=lambda: app.state.writer.overloaded())
+    app.add_middleware(ShedWhenBusy, overloaded=service.overloaded)
     app.add_middleware(SecurityHeaders)  # outermost: every answer, 413s and 500s included
     app.include_router(api.router)
     app.include_router(admin.router)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request, status
@@ -18,6 +18,9 @@ from groundswell_runtime.client_address import client_address, client_network
 
 from groundswell_signing.config import SigningSettings
 from groundswell_signing.entrypoints.http.admin_auth import AdminAuthThrottle
+
+if TYPE_CHECKING:
+    from groundswell_signing.entrypoints.http.app import SigningService
 from groundswell_signing.service_layer.group_commit import SignatureWriter
 from groundswell_signing.service_layer.petitions import PetitionCache
 from groundswell_signing.service_layer.signing import AbusePolicy
@@ -25,28 +28,34 @@ from groundswell_signing.service_layer.signing import AbusePolicy
 _bearer = HTTPBearer(auto_error=False, description="The ADMIN_TOKEN")
 
 
+def service(request: Request) -> SigningService:
+    """The running service (groundswell_runtime.service_app keeps it on the app)."""
+    running: SigningService = request.app.state.service
+    return running
+
+
 async def get_settings(request: Request) -> SigningSettings:
-    settings: SigningSettings = request.app.state.settings
+    settings: SigningSettings = service(request).settings
     return settings
 
 
 async def get_pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pool
+    pool: asyncpg.Pool = service(request).pool
     return pool
 
 
 async def get_policy(request: Request) -> AbusePolicy:
-    policy: AbusePolicy = request.app.state.policy
+    policy: AbusePolicy = service(request).policy
     return policy
 
 
 async def get_writer(request: Request) -> SignatureWriter:
-    writer: SignatureWriter = request.app.state.writer
+    writer: SignatureWriter = service(request).writer
     return writer
 
 
 async def get_petition_cache(request: Request) -> PetitionCache:
-    cache: PetitionCache = request.app.state.petitions
+    cache: PetitionCache = service(request).petitions
     return cache
 
 
@@ -70,7 +79,7 @@ async def require_admin(
     settings: Annotated[SigningSettings, Depends(get_settings)],
     ip: Annotated[str | None, Depends(client_ip)],
 ) -> None:
-    throttle: AdminAuthThrottle = request.app.state.admin_throttle
+    throttle: AdminAuthThrottle = service(request).admin_throttle
     network = client_network(ip) if ip else "unknown"
     now = time.monotonic()
     wait = throttle.refused_for(network, now)

@@ -57,21 +57,21 @@ class FastSign:
             return
         scope["route"] = ROUTE
         app: FastAPI = scope["app"]
-        state = app.state
+        service = app.state.service
         peer = scope.get("client")
         ip = client_address(
             peer[0] if peer else None,
             _header(scope["headers"], b"x-forwarded-for"),
-            state.settings.trusted_proxies,
+            service.settings.trusted_proxies,
         )
         try:
             answer = await accept_signature(
                 request,
                 match["slug"],
-                state.writer,
-                state.petitions,
-                state.policy,
-                state.settings,
+                service.writer,
+                service.petitions,
+                service.policy,
+                service.settings,
                 ip,
                 datetime.now(UTC),
             )

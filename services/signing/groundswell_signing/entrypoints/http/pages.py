@@ -56,7 +56,7 @@ DESCRIPTION_MAX = 200
 
 
 def _campaign(request: Request) -> dict[str, Any]:
-    settings: SigningSettings = request.app.state.settings
+    settings: SigningSettings = request.app.state.service.settings
     organisation = settings.organisation
     return {
         "organisation": organisation,
@@ -118,7 +118,7 @@ def render_page(
 ) -> HTMLResponse:
     """Pages may not be framed, except the embed page, which exists to be framed; pages
     whose address holds a token (`secret_url`) are not cached and send no referrer."""
-    settings: SigningSettings = request.app.state.settings
+    settings: SigningSettings = request.app.state.service.settings
     headers = page_headers(
         settings.counter_public_url, embeddable=embeddable, secret_url=secret_url
     )
@@ -158,7 +158,7 @@ async def _count_or_none(request: Request, petition: Petition) -> dict[str, int]
     """The count to show before the live count connects; the page is still served (the
     live count fills it in) if the database cannot answer now."""
     try:
-        counts: CountCache = request.app.state.counts
+        counts: CountCache = request.app.state.service.counts
         return await counts.get(petition.id)
     except TEMPORARY_DATABASE_ERRORS:
         return None

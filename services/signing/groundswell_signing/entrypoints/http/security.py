@@ -69,7 +69,7 @@ def is_cross_site_form(
 
 async def refuse_cross_site_forms(request: Request) -> None:
     """Dependency of every HTML form's POST route."""
-    settings = request.app.state.settings
+    settings = request.app.state.service.settings
     headers = request.headers
     if is_cross_site_form(
         headers.get("sec-fetch-site"),

@@ -1,0 +1,167 @@
+"""Supporters and their mailing preferences in PostgreSQL.
+
+Supporters are learned from SignatureCreated (one row per signature, so shredding a
+signature's key deletes exactly its row: `forget_signature`, called by keys.shred).
+A preference change suppresses the copies still queued for that mailbox in its own
+transaction, so it holds before the next send.
+
+Apart from the mailings (mailings.py) because other writers keep it: the signature
+events and the preferences page, not the organisers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+
+
+async def record_supporter(
+    conn: asyncpg.Connection,
+    *,
+    signature_id: UUID,
+    petition_id: UUID,
+    petition_slug: str,
+    petition_title: str,
+    address_key: str,
+    recipient: str,
+    first_name: str,
+    postcode_area: str | None,
+    contact_consent: bool,
+    confirmed: bool,
+) -> None:
+    """Remember a signer as a possible mailing recipient; a new signature of a mailbox
+    takes on the preferences that mailbox already set."""
+    await conn.execute(
+        "INSERT INTO mailer.petitions (petition_id, slug, title) VALUES ($1, $2, $3) "
+        "ON CONFLICT (petition_id) DO UPDATE SET slug = EXCLUDED.slug, title = EXCLUDED.title "
+        "WHERE (mailer.petitions.slug, mailer.petitions.title) "
+        "IS DISTINCT FROM (EXCLUDED.slug, EXCLUDED.title)",
+        petition_id,
+        petition_slug,
+        petition_title,
+    )
+    await conn.execute(
+        "INSERT INTO mailer.supporters (signature_id, petition_id, address_key, recipient, "
+        "first_name, postcode_area, contact_consent, confirmed, wants_updates, wants_news, "
+        "unsubscribed_at) "
+        "SELECT $1, $2, $3, $4, $5, $6, $7, $8, "
+        "(array_agg(wants_updates ORDER BY created_at DESC))[1], "
+        "(array_agg(wants_news ORDER BY created_at DESC))[1], max(unsubscribed_at) "
+        "FROM mailer.supporters WHERE address_key = $3 "
+        "ON CONFLICT (signature_id) DO UPDATE SET "
+        "confirmed = mailer.supporters.confirmed OR EXCLUDED.confirmed",
+        signature_id,
+        petition_id,
+        address_key,
+        recipient,
+        first_name,
+        postcode_area.upper() if postcode_area else None,
+        contact_consent,
+        confirmed,
+    )
+
+
+async def note_state(conn: asyncpg.Connection, signature_id: UUID, *, withdrawn: bool) -> None:
+    column = "withdrawn_at" if withdrawn else "confirmed_at"
+    await conn.execute(
+        f"INSERT INTO mailer.supporter_states (signature_id, {column}) VALUES ($1, now()) "
+        f"ON CONFLICT (signature_id) DO UPDATE SET {column} = "
+        f"coalesce(mailer.supporter_states.{column}, now())",
+        signature_id,
+    )
+
+
+async def forget_signature(conn: asyncpg.Connection, signature_id: UUID) -> None:
+    """Erasure or retention: the supporter row and state of this signature go. An
+    unsubscribe of the mailbox is copied onto its other signatures first, since the
+    `recipients` row may go with this signature's emails."""
+    await conn.execute(
+        "UPDATE mailer.supporters s SET unsubscribed_at = r.unsubscribed_at "
+        "FROM mailer.supporters gone, mailer.recipients r "
+        "WHERE gone.signature_id = $1 AND s.address_key = gone.address_key "
+        "AND s.signature_id <> $1 AND r.address_key = gone.address_key "
+        "AND r.unsubscribed_at IS NOT NULL AND s.unsubscribed_at IS NULL",
+        signature_id,
+    )
+    await conn.execute("DELETE FROM mailer.supporters WHERE signature_id = $1", signature_id)
+    await conn.execute("DELETE FROM mailer.supporter_states WHERE signature_id = $1", signature_id)
+
+
+async def petition_ids(conn: asyncpg.Connection, slugs: list[str]) -> dict[str, UUID]:
+    rows = await conn.fetch(
+        "SELECT slug, petition_id FROM mailer.petitions WHERE slug = ANY($1::text[])", slugs
+    )
+    return {row["slug"]: row["petition_id"] for row in rows}
+
+
+@dataclass(frozen=True)
+class Preferences:
+    address_key: str
+    updates: bool
+    news: bool
+    unsubscribed: bool
+    known_supporter: bool  # the mailbox has a signature we can write to about mailings
+    signature_id: UUID
+    petition_id: UUID
+
+
+async def preferences(conn: asyncpg.Connection, token: str) -> Preferences | None:
+    row = await conn.fetchrow(
+        "SELECT r.address_key, r.last_signature_id, r.last_petition_id, "
+        "r.unsubscribed_at IS NOT NULL OR coalesce(bool_or(s.unsubscribed_at IS NOT NULL), "
+        "false) AS unsubscribed, "
+        "coalesce(bool_and(s.wants_updates), bool_or(s.contact_consent), false) AS updates, "
+        "coalesce(bool_and(s.wants_news), bool_or(s.contact_consent), false) AS news, "
+        "count(s.signature_id) > 0 AS known "
+        "FROM mailer.recipients r LEFT JOIN mailer.supporters s USING (address_key) "
+        "WHERE r.unsubscribe_token = $1 GROUP BY r.address_key",
+        token,
+    )
+    if row is None:
+        return None
+    unsubscribed = bool(row["unsubscribed"])
+    return Preferences(
+        address_key=row["address_key"],
+        updates=bool(row["updates"]) and not unsubscribed,
+        news=bool(row["news"]) and not unsubscribed,
+        unsubscribed=unsubscribed,
+        known_supporter=bool(row["known"]),
+        signature_id=row["last_signature_id"],
+        petition_id=row["last_petition_id"],
+    )
+
+
+async def set_preferences(
+    conn: asyncpg.Connection, address_key: str, *, updates: bool, news: bool, unsubscribed: bool
+) -> int:
+    """Apply a mailbox's choice (in the caller's transaction, with its event) and
+    suppress the copies of mailings it no longer wants that are still queued. Returns
+    how many were suppressed."""
+    await conn.execute(
+        "UPDATE mailer.supporters SET wants_updates = $2, wants_news = $3, "
+        "unsubscribed_at = CASE WHEN $4 THEN coalesce(unsubscribed_at, now()) END "
+        "WHERE address_key = $1",
+        address_key,
+        updates,
+        news,
+        unsubscribed,
+    )
+    await conn.execute(
+        "UPDATE mailer.recipients SET unsubscribed_at = "
+        "CASE WHEN $2 THEN coalesce(unsubscribed_at, now()) END WHERE address_key = $1",
+        address_key,
+        unsubscribed,
+    )
+    refused = [c for c, wanted in (("updates", updates), ("news", news)) if not wanted]
+    status = await conn.execute(
+        "UPDATE mailer.emails e SET status = 'suppressed', finished_at = now(), "
+        "content = '{}'::jsonb, recipient = NULL FROM mailer.mailings m "
+        "WHERE e.kind = 'mailing' AND e.sequence = m.id AND e.address_key = $1 "
+        "AND e.status = 'queued' AND ($2 OR m.category = ANY($3::text[]))",
+        address_key,
+        unsubscribed,
+        refused,
+    )
+    return int(status.split()[-1])
