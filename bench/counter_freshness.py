@@ -128,7 +128,7 @@ async def run(args: argparse.Namespace, infra: Infra, run_dir: Path) -> None:
         port = free_port()
         worker = ManagedProcess(
             "counter-bench",
-            [sys.executable, "-m", "groundswell_counter", "worker"],
+            [sys.executable, "-m", "groundswell_counter", "serve"],
             env={
                 **os.environ,
                 **infra.env(),

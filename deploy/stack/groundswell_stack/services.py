@@ -59,7 +59,7 @@ def service_specs(env: Mapping[str, str]) -> list[ServiceSpec]:
             "signing-relay", ("groundswell-signing", "relay"), "SIGNING_RELAY_PORT", relay_port(env)
         ),
         ServiceSpec(
-            "counter", ("groundswell-counter", "worker"), "COUNTER_PORT", port("COUNTER_PORT", 8002)
+            "counter", ("groundswell-counter", "serve"), "COUNTER_PORT", port("COUNTER_PORT", 8002)
         ),
         ServiceSpec(
             "mailer", ("groundswell-mailer", "serve"), "MAILER_PORT", port("MAILER_PORT", 8003)

@@ -3,41 +3,33 @@
 Offsets are committed only after a batch is handled, so a crash redelivers; handlers
 must therefore be idempotent (see `claim_event`). A record that can never be handled
 (malformed, or a handler raising `PermanentError`, or failing `max_attempts` times)
-goes to `<consumer>.dlq` with the error in a header, and the stream moves on.
+goes to `<consumer>.dlq` with the error in a header (groundswell_runtime.dead_letters),
+and the stream moves on.
 Database or broker outages are retried without limit: they are not the event's fault.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import IllegalStateError
-from groundswell_contracts.events import TOPIC_OF, AnyEvent, DataKeyIssued, parse_event
-from groundswell_contracts.headers import DLQ_ERROR, DLQ_SOURCE
-from groundswell_contracts.topics import dead_letter_topic
+from groundswell_contracts.events import AnyEvent, parse_event
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from groundswell_runtime.correlation import bind_correlation_id, correlation_from_headers
 from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS
+from groundswell_runtime.dead_letters import dead_letter, dead_lettered, is_unknown_type
 from groundswell_runtime.lag import LagRows, register_lag_source, unregister_lag_source
 
 log = structlog.get_logger()
 
 EVENTS_HANDLED = Counter(
     "groundswell_events_handled_total", "Events consumed", ["consumer", "event_type"]
-)
-DEAD_LETTERS = Counter("groundswell_dead_letters_total", "Events dead-lettered", ["consumer"])
-# The same writes by source topic: which stream is producing poison, for the DLQ alert.
-DLQ_EVENTS = Counter(
-    "groundswell_dlq_events_total",
-    "Events written to a dead-letter topic, by consumer and the topic they came from",
-    ["consumer", "topic"],
 )
 # Lag alone cannot tell a caught-up consumer from one stuck in a retry loop (its lag
 # stops being updated); a poll timestamp that stops moving can.
@@ -227,7 +219,7 @@ class EventConsumer:
         try:
             event = parse_event(record.value or b"")
         except ValidationError as exc:
-            if _is_unknown_type(record.value):
+            if is_unknown_type(record.value):
                 # A newer producer's event type: not ours to judge, and not an error.
                 log.info("event_type_ignored", topic=record.topic, offset=record.offset)
                 return
@@ -258,46 +250,18 @@ class EventConsumer:
                 await asyncio.sleep(0.2 * attempt)
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
-        headers = [*record.headers, (DLQ_ERROR, error[:500].encode())]
-        headers.append((DLQ_SOURCE, f"{record.topic}:{record.partition}:{record.offset}".encode()))
-        await self._dead_letters.send_and_wait(
-            dead_letter_topic(self.name),
-            value=_without_key_material(record.value),
+        topic, partition, offset = record.topic, record.partition, record.offset
+        letter = dead_letter(
+            self.name,
+            topic=topic,
+            partition=partition,
+            offset=offset,
             key=record.key,
-            headers=headers,
+            value=record.value,
+            headers=record.headers,
+            error=error,
         )
-        DEAD_LETTERS.labels(self.name).inc()
-        DLQ_EVENTS.labels(self.name, record.topic).inc()
-        # The full error travels in the dead letter's header (read with `groundswell-ops dlq
-        # show`, which masks personal data); the log line names only its kind.
-        log.error(
-            "event_dead_lettered",
-            topic=record.topic,
-            offset=record.offset,
-            error=error.split(":", 1)[0][:80],
+        await self._dead_letters.send_and_wait(
+            letter.topic, value=letter.value, key=letter.key, headers=letter.headers
         )
-
-
-def _without_key_material(raw: bytes | None) -> bytes | None:
-    """A dead letter never holds a data key: a dead-letter topic is not compacted, so a key
-    copied there would outlive its shredding (docs/privacy.md). The stub still says which
-    key failed; the record itself stays on `signer-keys` for a replay."""
-    try:
-        event = parse_event(raw or b"")
-    except ValidationError:
-        return raw  # not a key, whatever it is
-    if isinstance(event, DataKeyIssued):
-        stub = {"event_type": event.event_type, "key_id": str(event.key_id), "withheld": True}
-        return json.dumps(stub).encode()
-    return raw
-
-
-def _is_unknown_type(raw: bytes | None) -> bool:
-    try:
-        document = json.loads(raw or b"")
-    except ValueError:
-        return False
-    if not isinstance(document, dict):
-        return False
-    event_type = document.get("event_type")
-    return isinstance(event_type, str) and event_type not in TOPIC_OF
+        dead_lettered(self.name, topic=topic, partition=partition, offset=offset, error=error)

@@ -23,6 +23,11 @@ publishes what they recorded, and only then does the pool close.
 
 Readiness (`/readyz`): the database and the broker answer, every consumer holds its
 partitions, every outbox relay finished a pass recently, plus a service's own checks.
+
+The counter is the one service without a `Service`: it has no database, and faust's
+worker, not an ASGI lifespan, starts and stops its parts (its agent, the counts view and
+the embedded HTTP server: groundswell_counter/entrypoints/worker.py). Its app is made by
+`ops_app`, as every other app is underneath, so its ops endpoints are the same.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import asyncpg
 import structlog
@@ -208,15 +213,9 @@ def service_app(
     description: str,
     innermost: Sequence[Callable[..., ASGIApp]] = (),
 ) -> FastAPI:
-    """The service's FastAPI app: its lifespan runs the service; `/healthz`, `/readyz`,
-    `/metrics`, offline `/docs`, request ids and request logs as everywhere; a database
-    that is briefly away answers 503 with Retry-After.
-
-    `innermost` middlewares sit just outside the router, inside the ops and request-id
-    ones, so what they answer is measured and logged like any route. The caller adds its
-    routers and any outer middlewares to the app returned; `app.state.service` is the
-    service.
-    """
+    """The service's FastAPI app, whose lifespan runs the service (`ops_app` for the rest).
+    The caller adds its routers and any outer middlewares; `app.state.service` is the
+    service."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -226,11 +225,37 @@ def service_app(
         finally:
             await service.stop()
 
-    app = FastAPI(title=title, description=description, version=VERSION, lifespan=lifespan)
+    app = ops_app(
+        title=title,
+        description=description,
+        checks=service.checks,
+        lifespan=lifespan,
+        innermost=innermost,
+    )
     app.state.service = service
+    return app
+
+
+def ops_app(
+    *,
+    title: str,
+    description: str,
+    checks: Mapping[str, ReadinessCheck],
+    lifespan: Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]] | None = None,
+    innermost: Sequence[Callable[..., ASGIApp]] = (),
+) -> FastAPI:
+    """A FastAPI app with what every service's has: `/healthz`, `/readyz` (the given
+    checks), `/metrics`, offline `/docs`, request ids and request logs, and a database that
+    is briefly away answered 503 with Retry-After.
+
+    The counter uses it alone: faust, not a lifespan, runs its parts (entrypoints/worker.py).
+    `innermost` middlewares sit just outside the router, inside the ops and request-id
+    ones, so what they answer is measured and logged like any route.
+    """
+    app = FastAPI(title=title, description=description, version=VERSION, lifespan=lifespan)
     for middleware in innermost:
         app.add_middleware(middleware)
-    install_ops(app, service.checks)
+    install_ops(app, checks)
     install_request_id_middleware(app)
     install_database_unavailable_handler(app)
     return app

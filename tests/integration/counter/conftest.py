@@ -68,7 +68,7 @@ class CounterStack:
         log_path = self.run_dir / f"{self.app_id}-{name}.log"
         process = ManagedProcess(
             f"counter-{name}",
-            [sys.executable, "-m", "groundswell_counter", "worker"],
+            [sys.executable, "-m", "groundswell_counter", "serve"],
             env={
                 **os.environ,
                 **self.infra.env(),

@@ -16,7 +16,7 @@ from groundswell_contracts.sealed import (
     unseal,
 )
 from groundswell_contracts.testing import signed
-from groundswell_runtime.consumer import _without_key_material
+from groundswell_runtime.dead_letters import without_key_material
 from pydantic import ValidationError
 
 
@@ -98,7 +98,7 @@ def test_a_dead_letter_never_holds_a_data_key() -> None:
         country="GB",
         share_code="abc",
     )
-    stub = _without_key_material(encode(made.key))
+    stub = without_key_material(encode(made.key))
     assert stub is not None and made.key.data_key.encode() not in stub
     assert json.loads(stub) == {
         "event_type": "DataKeyIssued",
@@ -107,4 +107,4 @@ def test_a_dead_letter_never_holds_a_data_key() -> None:
     }
     # Anything else is dead-lettered as it came (a poison record must stay explainable).
     for raw in (encode(made.event), b'{"event_type": "DataKey', None):
-        assert _without_key_material(raw) == raw
+        assert without_key_material(raw) == raw

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import ConsumerRecord
 from groundswell_contracts.events import (
     PetitionCountChanged,
     PetitionCreated,
@@ -25,9 +27,10 @@ from groundswell_contracts.events import (
     parse_event,
 )
 from groundswell_contracts.headers import DLQ_ERROR
+from groundswell_counter.adapters import kafka_reads
 from groundswell_counter.config import CounterSettings
-from groundswell_counter.entrypoints import worker as worker_module
-from groundswell_counter.entrypoints.worker import CounterWorker
+from groundswell_counter.entrypoints.faust_app import CounterWorker
+from groundswell_counter.service_layer.ports import ChangelogWriteFailed, SourceLogLost
 
 PREFIX = "unit."
 
@@ -115,14 +118,16 @@ def counter(
 
     async def fetch_records(
         servers: Any, topic: str, partition: int, start: int, end: int
-    ) -> list[SimpleNamespace]:
+    ) -> list[ConsumerRecord[bytes, bytes]]:
         assert topic == signatures.topic
         fetched.append((start, end))
-        return signatures.records[start:end]
+        return [read_back(record) for record in signatures.records[start:end]]
 
-    monkeypatch.setattr(worker_module, "fetch_records", fetch_records)
+    monkeypatch.setattr(kafka_reads, "fetch_records", fetch_records)
     # The high-water mark of the log the records come from, as a Fetch reports it.
-    monkeypatch.setattr(worker, "_highwater", lambda topic, partition: len(signatures.records))
+    monkeypatch.setattr(
+        worker.counting, "_highwater", lambda topic, partition: len(signatures.records)
+    )
     worker.fetched = fetched  # type: ignore[attr-defined]
     yield worker
 
@@ -143,6 +148,23 @@ def created(petition: uuid.UUID) -> bytes:
     )
 
 
+def read_back(record: SimpleNamespace) -> ConsumerRecord[bytes, bytes]:
+    """The record as aiokafka reads it back (timestamp in milliseconds)."""
+    return ConsumerRecord(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp=round(record.timestamp * 1000),
+        timestamp_type=0,
+        key=record.key,
+        value=record.value,
+        checksum=None,
+        serialized_key_size=len(record.key),
+        serialized_value_size=len(record.value),
+        headers=record.headers,
+    )
+
+
 def delivered(*records: SimpleNamespace) -> list[SimpleNamespace]:
     return [SimpleNamespace(message=record) for record in records]
 
@@ -155,7 +177,7 @@ async def test_skipped_records_are_read_back_and_replays_ignored(
     # faust delivers 0, then 3 (1 and 2 skipped), then replays 1, then 4 and 5.
     await counter.apply_batch(delivered(records[0], records[3], records[1]))
     await counter.apply_batch(delivered(records[4], records[2], records[5]))
-    record = counter._petition(petition)
+    record = counter.counting.petition(petition)
     assert record is not None and record.tally.signatures == 6
     assert counter.fetched == [(1, 3)]  # type: ignore[attr-defined]
 
@@ -210,7 +232,7 @@ async def test_a_withdrawal_is_applied_once_however_often_it_is_delivered(
     once = signatures.append(withdraw)
     again = signatures.append(withdraw)  # the outbox republished it
     await counter.apply_batch(delivered(first, once, again, once))
-    record = counter._petition(petition)
+    record = counter.counting.petition(petition)
     assert record is not None
     assert (record.tally.signatures, record.tally.withdrawn) == (0, 1)
 
@@ -224,7 +246,7 @@ async def test_petitions_topic_events_set_the_slug_and_goal(
         petition_id=petition, slug="owls", title="Owls", target="P", goal=10
     )
     await counter.apply_batch(delivered(petitions.append(encode(created_event))))
-    record = counter._petition(petition)
+    record = counter.counting.petition(petition)
     assert record is not None and (record.slug, record.goal) == ("owls", 10)
     assert "o:petitions:0" in producer.changelog_keys()
 
@@ -249,7 +271,7 @@ async def test_item13_snapshots_cap_sources_while_the_record_keeps_them_all(
         )
         records.append(signatures.append(encode(event)))
     await counter.apply_batch(delivered(*records))
-    await counter._publish_dirty()
+    await counter.snapshots.publish_dirty()
     [published] = [
         parse_event(value or b"")
         for topic, _, value, _ in producer.sent
@@ -257,44 +279,32 @@ async def test_item13_snapshots_cap_sources_while_the_record_keeps_them_all(
     ]
     assert isinstance(published, PetitionCountChanged)
     assert len(published.by_source) == 21 and published.by_source["other"] == 5
-    record = counter._petition(petition)
+    record = counter.counting.petition(petition)
     assert record is not None and len(record.tally.by_source) == 25  # exact inside
 
 
-class Rebuild(Exception):
-    """Stands in for the worker's exit-to-rebuild in these tests."""
-
-
 async def test_after_the_broker_lost_its_log_new_records_are_never_skipped_as_replays(
-    counter: CounterWorker, signatures: Partition, monkeypatch: pytest.MonkeyPatch
+    counter: CounterWorker, signatures: Partition
 ) -> None:
     """Issue 9: watermarks of a lost log must not make the new log's records replays."""
 
-    def rebuild() -> None:
-        raise Rebuild
-
-    monkeypatch.setattr(worker_module, "_exit_to_rebuild", rebuild)
     petition = uuid.uuid4()
     old_log = [signatures.append(created(petition)) for _ in range(6)]
     await counter.apply_batch(delivered(*old_log))
     await counter.apply_batch(delivered(old_log[4], old_log[5]))  # a replay: skipped
-    record = counter._petition(petition)
+    record = counter.counting.petition(petition)
     assert record is not None and record.tally.signatures == 6
 
     # The broker comes back empty; the replay publishes two signatures at offsets 0, 1.
     signatures.records.clear()
     new_log = [signatures.append(created(petition)) for _ in range(2)]
-    with pytest.raises(Rebuild):
+    with pytest.raises(SourceLogLost):
         await counter.apply_batch(delivered(new_log[0]))
 
 
 async def test_a_new_log_longer_than_the_lost_one_is_recognised_at_the_watermark(
-    counter: CounterWorker, signatures: Partition, monkeypatch: pytest.MonkeyPatch
+    counter: CounterWorker, signatures: Partition
 ) -> None:
-    def rebuild() -> None:
-        raise Rebuild
-
-    monkeypatch.setattr(worker_module, "_exit_to_rebuild", rebuild)
     petition = uuid.uuid4()
     await counter.apply_batch(delivered(*(signatures.append(created(petition)) for _ in range(3))))
     # A new log that already outgrew the old one: its high-water mark proves nothing,
@@ -304,5 +314,60 @@ async def test_a_new_log_longer_than_the_lost_one_is_recognised_at_the_watermark
     for record in new_log:
         record.timestamp += 3600
     await counter.apply_batch(delivered(new_log[0], new_log[1]))  # inconclusive: skipped
-    with pytest.raises(Rebuild):
+    with pytest.raises(SourceLogLost):
         await counter.apply_batch(delivered(new_log[2]))
+
+
+async def test_a_batch_is_not_done_until_every_table_write_is_acknowledged(
+    counter: CounterWorker,
+    signatures: Partition,
+    producer: FakeProducer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = producer.send
+
+    async def send(topic: str, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
+        delivered = await sent(topic, *args, **kwargs)
+        if topic.endswith("-changelog") and len(producer.sent) == 2:
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("broker went away"))
+            return failed
+        return delivered
+
+    monkeypatch.setattr(producer, "send", send)
+    petition = uuid.uuid4()
+    with pytest.raises(ChangelogWriteFailed):
+        await counter.apply_batch(
+            delivered(*(signatures.append(created(petition)) for _ in range(2)))
+        )
+    assert not counter.counting.dirty  # nothing of the batch is published as counted
+
+
+class Exited(Exception):
+    """Stands in for the process exit in these tests."""
+
+
+@pytest.mark.parametrize("failure", [SourceLogLost("t", 0), RuntimeError("bug")])
+async def test_a_batch_that_cannot_be_applied_stops_the_worker_for_a_replay(
+    counter: CounterWorker, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    """faust would carry on after a failed batch and commit past it: the worker exits
+    instead (EX_TEMPFAIL), and its restart replays from the last commit."""
+    codes: list[int] = []
+
+    def exit_(code: int) -> None:
+        codes.append(code)
+        raise Exited
+
+    async def apply_batch(events: Any) -> None:
+        raise failure
+
+    class Stream:
+        async def take_events(self, n: int, within: float) -> Any:
+            yield delivered()
+
+    monkeypatch.setattr(os, "_exit", exit_)
+    monkeypatch.setattr(counter, "apply_batch", apply_batch)
+    with pytest.raises(Exited):
+        await counter._count(Stream())  # type: ignore[arg-type]
+    assert codes == [75]

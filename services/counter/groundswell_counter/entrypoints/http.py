@@ -24,12 +24,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
 from groundswell_runtime.client_address import client_address, client_network
-from groundswell_runtime.correlation import (
-    REQUEST_ID_HEADER,
-    bind_correlation_id,
-    install_request_id_middleware,
-)
-from groundswell_runtime.ops import ReadinessCheck, install_ops
+from groundswell_runtime.correlation import REQUEST_ID_HEADER, bind_correlation_id
+from groundswell_runtime.ops import ReadinessCheck
+from groundswell_runtime.service import ops_app
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -80,10 +77,10 @@ def create_http_app(
 def create_api(
     settings: CounterSettings, view: CountsView, checks: Mapping[str, ReadinessCheck]
 ) -> FastAPI:
-    app = FastAPI(
+    app = ops_app(
         title="Groundswell counter",
-        version="1.0",
         description="Live signature counts per petition.",
+        checks=checks,
     )
     # The petition page is served by another service (another origin): let it read.
     app.add_middleware(
@@ -94,8 +91,6 @@ def create_api(
         expose_headers=["ETag"],
         max_age=600,
     )
-    install_ops(app, checks)
-    install_request_id_middleware(app)
 
     cache_control = (
         f"public, max-age={settings.cache_max_age_seconds}, "
