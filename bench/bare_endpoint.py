@@ -17,7 +17,12 @@ import uvicorn
 from fastapi import FastAPI, status
 from groundswell_signing.entrypoints.http.schemas import SignatureAccepted, SignatureRequest
 
-app = FastAPI(title="bare endpoint")
+try:  # the services turn FastAPI's native telemetry off; so does the reference
+    from groundswell_runtime.service import NO_TELEMETRY
+
+    app = FastAPI(title="bare endpoint", telemetry=NO_TELEMETRY)
+except ImportError:  # a tree from before the service scaffold
+    app = FastAPI(title="bare endpoint")
 
 
 @app.post(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import structlog
 
@@ -57,8 +57,11 @@ class ConsumerLoop:
         topics: Sequence[str],
         bootstrap: str,
         handler: Handler,
+        *,
+        first: Collection[str] = (),
     ) -> None:
         self.name = name
+        self._first = first
         self._group = group
         self._topics = list(topics)
         self._bootstrap = bootstrap
@@ -73,7 +76,9 @@ class ConsumerLoop:
             await dead_letters.start()
             self.consuming = True
             log.info("consumer_started", group=self._group, topics=self._topics)
-            await EventConsumer(self.name, consumer, dead_letters, self._handler).run()
+            await EventConsumer(
+                self.name, consumer, dead_letters, self._handler, first=self._first
+            ).run()
         finally:
             self.consuming = False
             # stop() can hang when the broker restarted under us; do not let it block shutdown.

@@ -11,7 +11,7 @@ Database or broker outages are retried without limit: they are not the event's f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 import asyncpg
 import structlog
@@ -21,7 +21,11 @@ from groundswell_contracts.events import AnyEvent, parse_event
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from groundswell_runtime.correlation import bind_correlation_id, correlation_from_headers
+from groundswell_runtime.correlation import (
+    bind_correlation_id,
+    correlation_from_headers,
+    current_correlation_id,
+)
 from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS
 from groundswell_runtime.dead_letters import dead_letter, dead_lettered, is_unknown_type
 from groundswell_runtime.lag import LagRows, register_lag_source, unregister_lag_source
@@ -45,6 +49,11 @@ TransactionalHandler = Callable[[asyncpg.Connection, AnyEvent], Awaitable[None]]
 # Runs first in a batch's transaction with all its events (e.g. takes their locks in one
 # order, so batches of different partitions cannot deadlock on each other).
 BatchPreparer = Callable[[asyncpg.Connection, list[AnyEvent]], Awaitable[None]]
+# An event and the correlation id it came with.
+Item = tuple[AnyEvent, str | None]
+# Applies a whole batch inside the transaction it is given, in order (set-based work:
+# one statement for many events); claims the events itself.
+BatchHandler = Callable[[asyncpg.Connection, list[Item]], Awaitable[None]]
 
 
 class InTransaction:
@@ -57,26 +66,43 @@ class InTransaction:
     is most of a consumer's cost. All of a batch commits or none of it; when a batch
     fails, the consumer falls back to one transaction per event, so a bad event fails
     alone (and is dead-lettered) while the rest are applied.
+
+    A handler that works on sets gives `handle_batch` instead: it gets the batch's events
+    (with their correlation ids) at once, and a single event (the one-by-one fallback) as
+    a batch of one, so one code path serves both.
     """
 
     def __init__(
         self,
         pool: asyncpg.Pool,
-        handle: TransactionalHandler,
+        handle: TransactionalHandler | None = None,
         prepare: BatchPreparer | None = None,
+        *,
+        handle_batch: BatchHandler | None = None,
     ) -> None:
+        if (handle is None) == (handle_batch is None):
+            raise TypeError("give one of handle and handle_batch")
         self._pool = pool
         self._handle = handle
         self._prepare = prepare
+        self._handle_batch = handle_batch
 
     async def __call__(self, event: AnyEvent) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            await self._handle(conn, event)
+            if self._handle_batch is not None:
+                await self._handle_batch(conn, [(event, current_correlation_id())])
+            else:
+                assert self._handle is not None
+                await self._handle(conn, event)
 
-    async def batch(self, events: list[tuple[AnyEvent, str | None]]) -> None:
+    async def batch(self, events: list[Item]) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             if self._prepare is not None:
                 await self._prepare(conn, [event for event, _ in events])
+            if self._handle_batch is not None:
+                await self._handle_batch(conn, events)
+                return
+            assert self._handle is not None
             for event, correlation_id in events:
                 bind_correlation_id(correlation_id)
                 await self._handle(conn, event)
@@ -119,8 +145,10 @@ class EventConsumer:
         handler: Handler,
         *,
         max_attempts: int = 3,
+        first: Collection[str] = (),
     ) -> None:
         self.name = name
+        self._first = frozenset(first)
         self._consumer = consumer
         self._dead_letters = dead_letters
         self._handler = handler
@@ -143,9 +171,16 @@ class EventConsumer:
             # lives within a partition, and the database waits of one partition no longer
             # hold up the others. Offsets are committed only when every partition's records
             # are handled.
-            async with asyncio.TaskGroup() as group:
-                for records in batches.values():
-                    group.create_task(self._handle_in_order(records))
+            # The `first` topics' partitions go before the others': what the others' events
+            # need (the mailer's data keys before the sealed contacts they open) is then
+            # in place, rather than parked and fetched again.
+            for phase in (
+                [r for tp, r in batches.items() if tp.topic in self._first],
+                [r for tp, r in batches.items() if tp.topic not in self._first],
+            ):
+                async with asyncio.TaskGroup() as group:
+                    for records in phase:
+                        group.create_task(self._handle_in_order(records))
             if batches:
                 await self._consumer.commit()
             await self._measure_lag()

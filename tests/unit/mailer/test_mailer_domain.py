@@ -352,7 +352,7 @@ class _StartingUp:
 
 
 async def test_a_database_starting_up_is_retried_by_the_consumer_not_dead_lettered() -> None:
-    handler = InTransaction(_StartingUp(), SignatureHandler(MailerSettings()))  # type: ignore[arg-type]
+    handler = InTransaction(_StartingUp(), handle_batch=SignatureHandler(MailerSettings()))  # type: ignore[arg-type]
     confirmed = SignatureConfirmed(petition_id=uuid.uuid4(), signature_id=uuid.uuid4())
     with pytest.raises(asyncpg.CannotConnectNowError) as caught:
         await handler(confirmed)

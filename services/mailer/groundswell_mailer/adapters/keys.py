@@ -4,6 +4,8 @@ Keys and the events sealed under them come on two topics, read independently, so
 may arrive first. Both paths take the same per-key advisory lock (transaction-scoped)
 before looking for the other half: whichever commits second sees the first, so an event
 never waits for a key that is already stored, and a key never misses a waiting event.
+The consumer's key lookups, waiting rows and key stores, a batch at a time, are in
+intake.py; the locks, confirmations, withdrawals and shredding are here.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from uuid import UUID
 
 import asyncpg
 
-from groundswell_mailer.adapters import mailings
+from groundswell_mailer.adapters import supporters
 
 
-class _Shredded:
+class Shredded:
     """The key was destroyed: what was sealed under it is gone for good."""
 
 
-SHREDDED = _Shredded()
+SHREDDED = Shredded()
 
 
 async def lock(conn: asyncpg.Connection, key_id: UUID) -> None:
@@ -39,48 +41,6 @@ async def lock_all(conn: asyncpg.Connection, key_ids: Iterable[UUID]) -> None:
             "hashtextextended(k::text, 7) AS h FROM unnest($1::uuid[]) AS k ORDER BY h) AS o",
             ids,
         )
-
-
-async def key_for(conn: asyncpg.Connection, key_id: UUID) -> bytes | _Shredded | None:
-    """The key; SHREDDED once destroyed; None when it has not arrived yet."""
-    row = await conn.fetchrow("SELECT data_key FROM mailer.data_keys WHERE key_id = $1", key_id)
-    if row is None:
-        return None
-    key: bytes | None = row["data_key"]
-    return SHREDDED if key is None else key
-
-
-async def store_key(conn: asyncpg.Connection, key_id: UUID, key: bytes) -> None:
-    # DO NOTHING: a key handed over again changes nothing, and a shredded one stays so.
-    await conn.execute(
-        "INSERT INTO mailer.data_keys (key_id, data_key) VALUES ($1, $2) "
-        "ON CONFLICT (key_id) DO NOTHING",
-        key_id,
-        key,
-    )
-
-
-async def wait_for_key(
-    conn: asyncpg.Connection, key_id: UUID, event_id: UUID, event_json: str
-) -> None:
-    await conn.execute(
-        "INSERT INTO mailer.sealed_waiting (event_id, key_id, event) VALUES ($1, $2, $3) "
-        "ON CONFLICT (event_id) DO NOTHING",
-        event_id,
-        key_id,
-        event_json,
-    )
-
-
-async def take_waiting(conn: asyncpg.Connection, key_id: UUID) -> list[tuple[str, bool]]:
-    """The events that waited for this key (as JSON, with their `confirmed` flag), removed."""
-    rows = await conn.fetch(
-        "WITH taken AS (DELETE FROM mailer.sealed_waiting WHERE key_id = $1 "
-        "RETURNING event, confirmed, received_at) "
-        "SELECT event, confirmed FROM taken ORDER BY received_at",
-        key_id,
-    )
-    return [(r["event"], bool(r["confirmed"])) for r in rows]
 
 
 async def confirm_waiting(conn: asyncpg.Connection, signature_id: UUID) -> None:
@@ -105,7 +65,7 @@ async def shred(conn: asyncpg.Connection, key_id: UUID) -> int:
     )
     await drop_waiting(conn, key_id)
     await conn.execute("DELETE FROM mailer.duplicate_notices WHERE signature_id = $1", key_id)
-    await mailings.forget_signature(conn, key_id)  # the supporter row mailings are sent from
+    await supporters.forget_signature(conn, key_id)  # the supporter row mailings are sent from
     # One statement's parts share a snapshot: the NOT EXISTS still sees the emails being
     # deleted, hence the explicit `signature_id <> $1`.
     deleted = await conn.fetchval(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from email.utils import getaddresses, make_msgid
+from functools import lru_cache
 
 import aiosmtplib
 
@@ -22,6 +23,7 @@ from groundswell_mailer.config import MailerSettings
 from groundswell_mailer.domain.delivery import SmtpFailure, SmtpStage
 
 
+@lru_cache(maxsize=16)  # one From per process: parsed once, not per email
 def sender_domain(mail_from: str) -> str:
     addresses = getaddresses([mail_from])
     address = addresses[0][1] if addresses else ""

@@ -9,7 +9,7 @@ markup or headers. `mime.py` turns the result into the bytes sent.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -73,7 +73,9 @@ class EmailContent:
     privacy_kind: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: its recursive deep copy costs more than the email's
+        # other bookkeeping, and every field here is a plain string or None.
+        return {name: getattr(self, name) for name in _CONTENT_FIELDS}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EmailContent:
@@ -88,6 +90,8 @@ class EmailContent:
             privacy_kind=data.get("privacy_kind"),
         )
 
+
+_CONTENT_FIELDS = tuple(f.name for f in fields(EmailContent))
 
 # The signer's share link, once per channel: one definition with the petition pages.
 ShareOptions = ShareLinks

@@ -4,6 +4,15 @@ The handler only records emails (in the transaction that claims the event); the
 dispatcher sends them. A slow or failing SMTP server therefore never stalls the
 `signatures` stream, and a redelivered event finds its emails already recorded.
 
+A batch (a partition's fetch, one transaction: groundswell_runtime.consumer) is applied
+set-based: its events are claimed, their keys looked up and their rows written with a
+few statements for the whole batch (adapters/intake.py) instead of about ten per event.
+The runtime hands the handler the whole batch (`InTransaction(handle_batch=...)`), with
+each event's correlation id; a single event (no batch, or the one-by-one fallback after
+a failed batch) is a batch of one. The consumer applies a poll's `signer-keys`
+partitions before its `signatures` ones (`first=`), so most keys are in place before the
+contacts they open arrive.
+
 Contact details come sealed under each signer's data key (groundswell_contracts.sealed),
 and the keys come on `signer-keys`: an event whose key has not arrived waits in
 `sealed_waiting` and is recorded when the key comes (adapters/keys.py explains why the
@@ -13,10 +22,9 @@ everything held for it.
 
 from __future__ import annotations
 
-import dataclasses
-import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TypeAlias
+from functools import partial
 from uuid import UUID
 
 import asyncpg
@@ -25,7 +33,6 @@ from groundswell_contracts.events import (
     AnyEvent,
     DataKeyIssued,
     DataKeyShredded,
-    EmailKind,
     PrivacyRequested,
     SignatureConfirmed,
     SignatureCreated,
@@ -35,29 +42,29 @@ from groundswell_contracts.events import (
     parse_event,
 )
 from groundswell_contracts.sealed import Contact, Unreadable, associated_data, decode_key, unseal
-from groundswell_runtime.consumer import PermanentError, claim_event
-from groundswell_runtime.correlation import current_correlation_id
+from groundswell_runtime.consumer import Item, PermanentError, claim_event
 
-from groundswell_mailer.adapters import keys, mailings
+from groundswell_mailer.adapters import intake, keys, supporters
 from groundswell_mailer.adapters import repository as repo
 from groundswell_mailer.adapters.smtp import new_message_id
 from groundswell_mailer.config import MailerSettings
-from groundswell_mailer.domain.delivery import ALREADY_SIGNED_WINDOW, EmailStatus
-from groundswell_mailer.domain.messages import EmailContent
-from groundswell_mailer.domain.recipients import canonical_address, first_name
+from groundswell_mailer.domain.delivery import ALREADY_SIGNED_WINDOW
+from groundswell_mailer.domain.intake import Opened, Sealed, plan, rounds
 
 log = structlog.get_logger()
 
-
-def new_unsubscribe_token() -> str:
-    return secrets.token_urlsafe(24)
-
-
-Sealed: TypeAlias = SignatureCreated | SignatureDuplicateAttempted | PrivacyRequested
+# Applied in bulk; the others (confirmations, withdrawals, shredding) one at a time, in
+# their place in the batch.
+_BULK = (
+    SignatureCreated,
+    SignatureDuplicateAttempted,
+    PrivacyRequested,
+    DataKeyIssued,
+)
 
 
 class SignatureHandler:
-    """Applies one signature or key event inside the transaction it is given (see
+    """Applies signature and key events inside the transaction it is given (see
     groundswell_runtime.consumer.InTransaction: one per event, or one per batch).
 
     A database that is away (class 57 included) is retried by the consumer loop without
@@ -66,69 +73,125 @@ class SignatureHandler:
 
     def __init__(self, settings: MailerSettings) -> None:
         self._settings = settings
+        self._message_id = partial(new_message_id, settings.mail_from)
 
-    async def __call__(self, conn: asyncpg.Connection, event: AnyEvent) -> None:
-        if isinstance(event, SignatureCreated | SignatureDuplicateAttempted | PrivacyRequested):
-            await self._sealed(conn, event)
-        elif isinstance(event, SignatureConfirmed):
+    async def __call__(self, conn: asyncpg.Connection, items: list[Item]) -> None:
+        """InTransaction's `handle_batch`: a batch in order (a single event is a batch of
+        one). Every key the batch will lock is locked first, in one order: batches of
+        `signatures` and `signer-keys` run in parallel and would otherwise deadlock. Then
+        runs of bulk events about distinct keys go together, every other event alone in
+        its place."""
+        await keys.lock_all(conn, filter(None, (_key_of(event) for event, _ in items)))
+        run: list[Item] = []
+        run_keys: set[UUID] = set()
+        for event, correlation_id in items:
+            if isinstance(event, _BULK):
+                key = _key_of(event)
+                assert key is not None
+                if key in run_keys:
+                    await self._bulk(conn, run)
+                    run, run_keys = [], set()
+                run.append((event, correlation_id))
+                run_keys.add(key)
+                continue
+            await self._bulk(conn, run)
+            run, run_keys = [], set()
+            await self._one(conn, event)
+        await self._bulk(conn, run)
+
+    async def _one(self, conn: asyncpg.Connection, event: AnyEvent) -> None:
+        if isinstance(event, SignatureConfirmed):
             await self._confirmed(conn, event)
         elif isinstance(event, SignatureWithdrawn | SignatureInvalidated):
             await self._withdrawn(conn, event)
-        elif isinstance(event, DataKeyIssued):
-            await self._key_issued(conn, event)
         elif isinstance(event, DataKeyShredded):
             await self._key_shredded(conn, event)
 
-    async def lock_batch(self, conn: asyncpg.Connection, events: list[AnyEvent]) -> None:
-        """InTransaction's batch preparer: every key the batch will lock, in one order."""
-        await keys.lock_all(conn, filter(None, (_key_of(event) for event in events)))
+    # --- contact details and their keys, in bulk ---------------------------------
 
-    # --- contact details and their keys ------------------------------------------
+    async def _bulk(self, conn: asyncpg.Connection, run: Sequence[Item]) -> None:
+        """Events about distinct keys: sealed contacts, privacy links and data keys."""
+        if not run:
+            return
+        opened: list[Opened] = []
+        sealed = [(e, c) for e, c in run if isinstance(e, Sealed) and not _fraudulent(e)]
+        if sealed:
+            opened.extend(await self._open_sealed(conn, sealed))
+        issued = [(e, c) for e, c in run if isinstance(e, DataKeyIssued)]
+        if issued:
+            opened.extend(await self._keys_issued(conn, issued))
+        for part in rounds(opened):
+            await self._record(conn, part)
 
-    async def _sealed(self, conn: asyncpg.Connection, event: Sealed) -> None:
-        if isinstance(event, SignatureCreated) and event.status == "fraudulent":
-            # Kept by signing for the record; writing to the address would help the abuser.
-            return
-        # Claimed first: a replayed event already handled is dropped by id, whatever it holds.
-        if not await claim_event(conn, repo.SCHEMA, event.event_id):
-            return
-        legacy = getattr(event, "legacy_contact", None)
-        if legacy is not None:  # written before contacts were sealed
-            await self._record(conn, event, legacy, confirmed=False)
-            return
-        if event.contact is None:
-            return
-        key_id = event.contact.key_id
-        await keys.lock(conn, key_id)
-        key = await keys.key_for(conn, key_id)
-        if key is None:
-            await keys.wait_for_key(conn, key_id, event.event_id, event.model_dump_json())
-        elif key is keys.SHREDDED:
-            log.info("contact_erased", key_id=str(key_id))
-        else:
-            assert isinstance(key, bytes)
-            await self._record(conn, event, _open(event, key), confirmed=False)
+    async def _open_sealed(
+        self, conn: asyncpg.Connection, sealed: list[tuple[Sealed, str | None]]
+    ) -> list[Opened]:
+        # The batch locked each event's subject; a contact sealed under another key (none
+        # is, today: signing seals under the subject's own key) needs that key's lock too.
+        subjects = {_key_of(e) for e, _ in sealed}
+        others = {k for e, _ in sealed if (k := _sealed_key(e)) and k not in subjects}
+        if others:
+            await keys.lock_all(conn, others)
+        # Claimed first: a replayed event already handled is dropped by id, whatever it
+        # holds. The claim and the key lookup are one statement.
+        found = await intake.claim_and_find_keys(
+            conn, [(e.event_id, _sealed_key(e)) for e, _ in sealed]
+        )
+        opened: list[Opened] = []
+        waiting: list[tuple[UUID, UUID, str]] = []
+        for event, correlation_id in sealed:
+            if event.event_id not in found:
+                continue
+            legacy = getattr(event, "legacy_contact", None)
+            if legacy is not None:  # written before contacts were sealed
+                opened.append(Opened(event, legacy, False, correlation_id))
+                continue
+            if event.contact is None:
+                continue
+            key = found[event.event_id]
+            if key is None:
+                waiting.append((event.event_id, event.contact.key_id, event.model_dump_json()))
+            elif isinstance(key, keys.Shredded):
+                log.info("contact_erased", key_id=str(event.contact.key_id))
+            else:
+                opened.append(Opened(event, _open(event, key), False, correlation_id))
+        await intake.wait_for_keys(conn, waiting)
+        return opened
 
-    async def _key_issued(self, conn: asyncpg.Connection, event: DataKeyIssued) -> None:
-        if not await claim_event(conn, repo.SCHEMA, event.event_id):
-            return
-        await keys.lock(conn, event.key_id)
-        await keys.store_key(conn, event.key_id, decode_key(event.data_key))
-        key = await keys.key_for(conn, event.key_id)
-        if not isinstance(key, bytes):
-            return  # shredded before it arrived
-        for raw, confirmed in await keys.take_waiting(conn, event.key_id):
+    async def _keys_issued(
+        self, conn: asyncpg.Connection, issued: list[tuple[DataKeyIssued, str | None]]
+    ) -> list[Opened]:
+        claimed = await intake.claim(conn, [e.event_id for e, _ in issued])
+        fresh: dict[UUID, str | None] = {}
+        new_keys: list[tuple[UUID, bytes]] = []
+        for event, correlation_id in issued:
+            if event.event_id in claimed:
+                fresh[event.key_id] = correlation_id
+                new_keys.append((event.key_id, decode_key(event.data_key)))
+        opened: list[Opened] = []
+        for key_id, raw, confirmed, key in await intake.store_keys_and_take_waiting(conn, new_keys):
             waiting = parse_event(raw)
-            assert isinstance(
-                waiting, SignatureCreated | SignatureDuplicateAttempted | PrivacyRequested
-            )
+            assert isinstance(waiting, Sealed)
             try:
                 contact = _open(waiting, key)
             except PermanentError:
                 # Dropped, not dead-lettered: the dead letter would be this key event.
                 log.warning("sealed_contact_unreadable", event_id=str(waiting.event_id))
                 continue
-            await self._record(conn, waiting, contact, confirmed=confirmed)
+            # Recorded under the correlation of the key event that released it.
+            opened.append(Opened(waiting, contact, confirmed, fresh.get(key_id)))
+        return opened
+
+    async def _record(self, conn: asyncpg.Connection, part: list[Opened]) -> None:
+        rows = plan(part, datetime.now(UTC), self._message_id)
+        for what, subject in rows.skipped:
+            log.info(what, subject=str(subject))
+        admitted, capped = await intake.admit_notices(conn, rows.notices, ALREADY_SIGNED_WINDOW)
+        for signature_id in capped:
+            log.info("already_signed_capped", signature_id=str(signature_id))
+        await intake.record(conn, rows, [*rows.emails, *admitted])
+
+    # --- one event at a time ---------------------------------------------------
 
     async def _key_shredded(self, conn: asyncpg.Connection, event: DataKeyShredded) -> None:
         if not await claim_event(conn, repo.SCHEMA, event.event_id):
@@ -137,84 +200,6 @@ class SignatureHandler:
         deleted = await keys.shred(conn, event.key_id)
         log.info("data_key_shredded", key_id=str(event.key_id), emails_deleted=deleted)
 
-    async def _record(
-        self, conn: asyncpg.Connection, event: Sealed, contact: Contact, *, confirmed: bool
-    ) -> None:
-        if isinstance(event, SignatureCreated):
-            await self._created(conn, event, contact, confirmed=confirmed)
-        elif isinstance(event, SignatureDuplicateAttempted):
-            await self._duplicate(conn, event, contact)
-        else:
-            await self._privacy_link(conn, event, contact)
-
-    # --- what each event asks for --------------------------------------------------
-
-    async def _created(
-        self,
-        conn: asyncpg.Connection,
-        event: SignatureCreated,
-        contact: Contact,
-        *,
-        confirmed: bool,
-    ) -> None:
-        if event.status == "pending" and not contact.confirmation_token:
-            # Only a replay leaves the token out, and only for a signature that can no
-            # longer be confirmed (expired, withdrawn): there is nothing to send.
-            log.info("confirmation_not_sendable", signature_id=str(event.signature_id))
-            return
-        content = EmailContent(
-            first_name=first_name(contact.name),
-            petition_title=event.petition_title,
-            petition_slug=event.petition_slug,
-            share_code=event.share_code,
-            withdraw_token=contact.withdraw_token,
-        )
-        address_key = canonical_address(contact.email)
-        await repo.ensure_recipient(
-            conn, address_key, event.signature_id, event.petition_id, new_unsubscribe_token()
-        )
-        # A possible mailing recipient (adapters/mailings.py; erased by keys.shred).
-        await mailings.record_supporter(
-            conn,
-            signature_id=event.signature_id,
-            petition_id=event.petition_id,
-            petition_slug=event.petition_slug,
-            petition_title=event.petition_title,
-            address_key=address_key,
-            recipient=contact.email.strip(),
-            first_name=content.first_name,
-            postcode_area=event.postcode_area,
-            contact_consent=event.contact_consent,
-            confirmed=event.status == "signed" or confirmed,
-        )
-        correlation_id = current_correlation_id()
-
-        async def record(kind: EmailKind, body: EmailContent, status: EmailStatus) -> None:
-            await repo.add_email(
-                conn,
-                signature_id=event.signature_id,
-                kind=kind,
-                petition_id=event.petition_id,
-                address_key=address_key,
-                recipient=contact.email.strip(),
-                content=body,
-                message_id=new_message_id(self._settings.mail_from),
-                status=status,
-                correlation_id=correlation_id,
-            )
-
-        if event.status == "pending" and not confirmed:
-            confirmation = dataclasses.replace(
-                content, withdraw_token=None, confirmation_token=contact.confirmation_token
-            )
-            await record("confirmation", confirmation, EmailStatus.QUEUED)
-        # The thank-you is recorded now, while the address is known; a pending
-        # signature's waits ("held") for SignatureConfirmed (unless that came first,
-        # while the contact waited for its key).
-        held = event.status == "pending" and not confirmed
-        await record("thank_you", content, EmailStatus.HELD if held else EmailStatus.QUEUED)
-        await repo.notify_emails_due(conn)
-
     async def _confirmed(self, conn: asyncpg.Connection, event: SignatureConfirmed) -> None:
         if not await claim_event(conn, repo.SCHEMA, event.event_id):
             return
@@ -222,78 +207,10 @@ class SignatureHandler:
         # key learns of the confirmation and no thank-you stays held for ever.
         await keys.lock(conn, event.signature_id)
         await keys.confirm_waiting(conn, event.signature_id)
-        await mailings.note_state(conn, event.signature_id, withdrawn=False)  # mailable now
+        await supporters.note_state(conn, event.signature_id, withdrawn=False)  # mailable now
         # Nothing held when signed without confirmation, fraudulent, or withdrawn first.
         if await repo.release_held_thank_you(conn, event.signature_id):
             await repo.notify_emails_due(conn)
-
-    async def _duplicate(
-        self, conn: asyncpg.Connection, event: SignatureDuplicateAttempted, contact: Contact
-    ) -> None:
-        address_key = canonical_address(contact.email)
-        await repo.ensure_recipient(
-            conn, address_key, event.signature_id, event.petition_id, new_unsubscribe_token()
-        )
-        sequence = await repo.next_duplicate_notice(
-            conn, event.signature_id, event.occurred_at, ALREADY_SIGNED_WINDOW
-        )
-        if sequence is None:
-            log.info("already_signed_capped", signature_id=str(event.signature_id))
-            return
-        await repo.add_email(
-            conn,
-            signature_id=event.signature_id,
-            kind="already_signed",
-            sequence=sequence,
-            petition_id=event.petition_id,
-            address_key=address_key,
-            recipient=contact.email.strip(),
-            content=EmailContent(
-                first_name=first_name(contact.name),
-                petition_title=event.petition_title,
-                petition_slug=event.petition_slug,
-                share_code=event.share_code,
-            ),
-            message_id=new_message_id(self._settings.mail_from),
-            status=EmailStatus.QUEUED,
-            correlation_id=current_correlation_id(),
-        )
-        await repo.notify_emails_due(conn)
-
-    async def _privacy_link(
-        self, conn: asyncpg.Connection, event: PrivacyRequested, contact: Contact
-    ) -> None:
-        """The link of an erasure or access request, to the address it names. Its rows
-        go when signing shreds the request's key (the request is done or expired)."""
-        if event.expires_at <= datetime.now(UTC) or not contact.verification_token:
-            # Reached us after its link expired (the mailer was down for a day): a dead
-            # link helps nobody, and the person can ask again.
-            log.info("privacy_link_expired", request_id=str(event.request_id))
-            return
-        address_key = canonical_address(contact.email)
-        await repo.ensure_recipient(
-            conn, address_key, event.request_id, event.request_id, new_unsubscribe_token()
-        )
-        await repo.add_email(
-            conn,
-            signature_id=event.request_id,
-            kind="privacy_verification",
-            petition_id=event.request_id,
-            address_key=address_key,
-            recipient=contact.email.strip(),
-            content=EmailContent(
-                first_name="",
-                petition_title="",
-                petition_slug="",
-                share_code="",
-                verification_token=contact.verification_token,
-                privacy_kind=event.kind,
-            ),
-            message_id=new_message_id(self._settings.mail_from),
-            status=EmailStatus.QUEUED,
-            correlation_id=current_correlation_id(),
-        )
-        await repo.notify_emails_due(conn)
 
     async def _withdrawn(
         self, conn: asyncpg.Connection, event: SignatureWithdrawn | SignatureInvalidated
@@ -302,10 +219,21 @@ class SignatureHandler:
             return
         await keys.lock(conn, event.signature_id)
         await keys.drop_waiting(conn, event.signature_id)
-        await mailings.note_state(conn, event.signature_id, withdrawn=True)  # no more mailings
+        await supporters.note_state(conn, event.signature_id, withdrawn=True)  # no more mailings
         cancelled = await repo.cancel_unsent(conn, event.signature_id)
         if cancelled:
             log.info("emails_cancelled", signature_id=str(event.signature_id), count=cancelled)
+
+
+def _fraudulent(event: AnyEvent) -> bool:
+    # Kept by signing for the record; writing to the address would help the abuser.
+    # Not even claimed, as before.
+    return isinstance(event, SignatureCreated) and event.status == "fraudulent"
+
+
+def _sealed_key(event: Sealed) -> UUID | None:
+    """The key a sealed event's contact opens with; None without a (sealed) contact."""
+    return event.contact.key_id if event.contact is not None else None
 
 
 def _key_of(event: AnyEvent) -> UUID | None:

@@ -74,7 +74,6 @@ class MailerService(Service):
                 InTransaction(pool, CampaignHandler(settings)),
             ),
         )
-        handler = SignatureHandler(settings)
         self.add_consumer(
             "consumer",
             ConsumerLoop(
@@ -83,7 +82,8 @@ class MailerService(Service):
                 # Data keys on their own topic, which only the mailer reads.
                 [Topic.SIGNATURES.value, Topic.SIGNER_KEYS.value, Topic.PRIVACY.value],
                 settings.kafka_bootstrap_servers,
-                InTransaction(pool, handler, prepare=handler.lock_batch),
+                InTransaction(pool, handle_batch=SignatureHandler(settings)),
+                first=[Topic.SIGNER_KEYS.value],
             ),
         )
 
