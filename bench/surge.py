@@ -19,6 +19,10 @@ loop at `--rate` (default 1,000/s) for `--seconds`.
 
 Prints a Markdown table and writes the figures as JSON (`--json`) and, optionally, a
 PNG of latency, freshness, backlog and lag over time (`--plot`). Not a test.
+
+Just over 400 lines because it is the benchmark's one script of steps: the load itself,
+the stack, the analysis and the report live in loadgen.py, stackrun.py, analysis.py and
+report.py; what stays here is the order in which a run does them.
 """
 
 from __future__ import annotations

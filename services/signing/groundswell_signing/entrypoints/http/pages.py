@@ -268,10 +268,13 @@ async def sign_from_form(
         return message_page(
             request, "Petition not found", "There is no petition at this address.", 404
         )
+
+    async def page(**shown: Any) -> HTMLResponse:
+        return await _petition_page(request, pool, settings, now, slug, embed=embed, **shown)
+
     if website:
         # Only bots fill the hidden field: thank them and record nothing.
-        thanks: dict[str, Any] = {"message": "Thank you for signing."}
-        return await _petition_page(request, pool, settings, now, slug, embed=embed, thanks=thanks)
+        return await page(thanks={"message": "Thank you for signing."})
     try:
         valid = validate_signature(
             SignatureInput(
@@ -287,29 +290,11 @@ async def sign_from_form(
         )
         outcome = await sign_petition(writer, petitions, policy, slug, valid, ip, now)
     except SignatureError as exc:
-        return await _petition_page(
-            request,
-            pool,
-            settings,
-            now,
-            slug,
-            embed=embed,
-            form=form,
-            errors=exc.errors,
-            status_code=422,
-        )
+        return await page(form=form, errors=exc.errors, status_code=422)
     except PetitionClosedError:
-        return await _petition_page(
-            request, pool, settings, now, slug, embed=embed, form=form, status_code=409
-        )
+        return await page(form=form, status_code=409)
     except RateLimited as exc:
-        response = await _petition_page(
-            request,
-            pool,
-            settings,
-            now,
-            slug,
-            embed=embed,
+        response = await page(
             form=form,
             status_code=429,
             errors={
@@ -323,21 +308,24 @@ async def sign_from_form(
         return message_page(
             request, "Not accepted", "Signatures from your network are not accepted.", 403
         )
-    thanks = {"message": accepted_message(outcome), "status": outcome.status}
-    return await _petition_page(request, pool, settings, now, slug, embed=embed, thanks=thanks)
+    return await page(thanks={"message": accepted_message(outcome), "status": outcome.status})
+
+
+def _link_not_valid(request: Request, why: str) -> HTMLResponse:
+    """A token link that no longer works (used, expired or never issued): the same page
+    whichever it is, so a guess learns nothing."""
+    return message_page(request, "Link not valid", why, 404, secret_url=True)
+
+
+_CONFIRMATION_SPENT = "This confirmation link has expired or has already been used."
+_WITHDRAWN = "This signature has already been withdrawn."
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
 async def confirm_page(token: str, request: Request, pool: Pool, now: Now) -> HTMLResponse:
     # A GET never confirms: mail scanners fetch links before people do.
     if not await confirmation_pending(pool, token, now):
-        return message_page(
-            request,
-            "Link not valid",
-            "This confirmation link has expired or has already been used.",
-            404,
-            secret_url=True,
-        )
+        return _link_not_valid(request, _CONFIRMATION_SPENT)
     return render_page(request, "confirm.html", {"action": f"/confirm/{token}"}, secret_url=True)
 
 
@@ -356,13 +344,7 @@ async def confirm(
             secret_url=True,
         )
     except TokenNotValid:
-        return message_page(
-            request,
-            "Link not valid",
-            "This confirmation link has expired or has already been used.",
-            404,
-            secret_url=True,
-        )
+        return _link_not_valid(request, _CONFIRMATION_SPENT)
     url = share_url(settings, done.share_code)
     return render_page(
         request,
@@ -381,13 +363,7 @@ async def withdraw_page(token: str, request: Request, pool: Pool) -> HTMLRespons
     try:
         _, title = await withdrawable(pool, token)
     except TokenNotValid:
-        return message_page(
-            request,
-            "Link not valid",
-            "This signature has already been withdrawn.",
-            404,
-            secret_url=True,
-        )
+        return _link_not_valid(request, _WITHDRAWN)
     return render_page(
         request,
         "withdraw.html",
@@ -401,13 +377,7 @@ async def withdraw(token: str, request: Request, pool: Pool, now: Now) -> HTMLRe
     try:
         _, title = await withdraw_signature(pool, token, now)
     except TokenNotValid:
-        return message_page(
-            request,
-            "Link not valid",
-            "This signature has already been withdrawn.",
-            404,
-            secret_url=True,
-        )
+        return _link_not_valid(request, _WITHDRAWN)
     return message_page(
         request,
         "Signature withdrawn",
