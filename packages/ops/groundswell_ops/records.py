@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from groundswell_contracts.headers import CORRELATION_ID, DLQ_ERROR, DLQ_SOURCE, EVENT_TYPE
+from groundswell_runtime.dead_letters import Record
 from groundswell_runtime.logging import PERSONAL_KEYS
 
 MASK = "***"
@@ -31,21 +32,11 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 _EMAIL = re.compile(r"[^\s@<>\"',;:]+@([A-Za-z0-9.-]+)")
 
 
-class RecordLike(Protocol):
+class RecordLike(Record, Protocol):
     """What aiokafka's ConsumerRecord offers (and tests can build by hand)."""
 
     @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def timestamp(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
+    def timestamp(self) -> int: ...  # milliseconds, as Kafka keeps it
     @property
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 

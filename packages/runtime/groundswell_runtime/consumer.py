@@ -27,7 +27,7 @@ from groundswell_runtime.correlation import (
     current_correlation_id,
 )
 from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS
-from groundswell_runtime.dead_letters import dead_letter, dead_lettered, is_unknown_type
+from groundswell_runtime.dead_letters import DeadLetter, is_unknown_type, park
 from groundswell_runtime.lag import LagRows, register_lag_source, unregister_lag_source
 
 log = structlog.get_logger()
@@ -285,18 +285,9 @@ class EventConsumer:
                 await asyncio.sleep(0.2 * attempt)
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
-        topic, partition, offset = record.topic, record.partition, record.offset
-        letter = dead_letter(
-            self.name,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=record.key,
-            value=record.value,
-            headers=record.headers,
-            error=error,
-        )
-        await self._dead_letters.send_and_wait(
-            letter.topic, value=letter.value, key=letter.key, headers=letter.headers
-        )
-        dead_lettered(self.name, topic=topic, partition=partition, offset=offset, error=error)
+        async def send(letter: DeadLetter) -> None:
+            await self._dead_letters.send_and_wait(
+                letter.topic, value=letter.value, key=letter.key, headers=letter.headers
+            )
+
+        await park(self.name, record, error, send)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import structlog
 from groundswell_contracts.events import TOPIC_OF, DataKeyIssued, parse_event
@@ -42,6 +42,24 @@ DLQ_EVENTS = Counter(
 _ERROR_BYTES = 500
 
 
+class Record(Protocol):
+    """What a consumed record offers: aiokafka's ConsumerRecord, faust's message, or one
+    a test builds by hand."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Any: ...  # (key, value) pairs, or a mapping (faust)
+
+
 @dataclasses.dataclass(frozen=True)
 class DeadLetter:
     topic: str
@@ -60,41 +78,39 @@ def header_pairs(headers: Any) -> list[tuple[str, bytes]]:
     return [(str(k), bytes(v)) for k, v in headers]
 
 
-def dead_letter(
-    consumer: str,
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Any,
-    error: str,
-    to: str | None = None,
-) -> DeadLetter:
+def dead_letter(consumer: str, record: Record, error: str, *, to: str | None = None) -> DeadLetter:
     """The letter for a source record; `to` overrides `<consumer>.dlq` (a prefixed topic)."""
     return DeadLetter(
         topic=to or dead_letter_topic(consumer),
-        key=key,
-        value=without_key_material(value),
+        key=record.key,
+        value=without_key_material(record.value),
         headers=[
-            *header_pairs(headers),
+            *header_pairs(record.headers),
             (DLQ_ERROR, error[:_ERROR_BYTES].encode()),
-            (DLQ_SOURCE, f"{topic}:{partition}:{offset}".encode()),
+            (DLQ_SOURCE, f"{record.topic}:{record.partition}:{record.offset}".encode()),
         ],
     )
 
 
-def dead_lettered(consumer: str, *, topic: str, partition: int, offset: int, error: str) -> None:
-    """Count and log a letter the broker has acknowledged."""
+async def park(
+    consumer: str,
+    record: Record,
+    error: str,
+    send: Callable[[DeadLetter], Awaitable[None]],
+    *,
+    to: str | None = None,
+) -> None:
+    """Write the record's dead letter with `send` (which returns once the broker has it),
+    then count and log it."""
+    await send(dead_letter(consumer, record, error, to=to))
     DEAD_LETTERS.labels(consumer).inc()
-    DLQ_EVENTS.labels(consumer, topic).inc()
+    DLQ_EVENTS.labels(consumer, record.topic).inc()
     log.error(
         "event_dead_lettered",
         consumer=consumer,
-        topic=topic,
-        partition=partition,
-        offset=offset,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
         error=error.split(":", 1)[0][:80],
     )
 

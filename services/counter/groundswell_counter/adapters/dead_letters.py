@@ -9,7 +9,7 @@ not be committed past a record that is neither counted nor parked.
 from __future__ import annotations
 
 from groundswell_contracts.topics import Consumer
-from groundswell_runtime.dead_letters import dead_letter, dead_lettered
+from groundswell_runtime.dead_letters import DeadLetter, park
 
 from groundswell_counter.service_layer.ports import Publisher, SourceRecord
 
@@ -22,21 +22,9 @@ class KafkaDeadLetters:
         self._topic = topic
 
     async def __call__(self, record: SourceRecord, error: str) -> None:
-        topic, partition, offset = record.topic, record.partition, record.offset
-        letter = dead_letter(
-            Consumer.COUNTER,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=record.key,
-            value=record.value,
-            headers=record.headers,
-            error=error,
-            to=self._topic,
-        )
-        await self._publisher.send_acknowledged(
-            letter.topic, letter.key, letter.value, letter.headers
-        )
-        dead_lettered(
-            Consumer.COUNTER, topic=topic, partition=partition, offset=offset, error=error
-        )
+        async def send(letter: DeadLetter) -> None:
+            await self._publisher.send_acknowledged(
+                letter.topic, letter.key, letter.value, letter.headers
+            )
+
+        await park(Consumer.COUNTER, record, error, send, to=self._topic)

@@ -12,22 +12,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
+from groundswell_runtime.dead_letters import Record
 
-class SourceRecord(Protocol):
+
+class SourceRecord(Record, Protocol):
     """A record read from a source topic: a faust message, or one read back (gaps)."""
 
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Any: ...  # a list of (key, value) pairs, or a mapping
     @property
     def timestamp(self) -> float | None: ...  # seconds
 
