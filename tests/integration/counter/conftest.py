@@ -25,8 +25,10 @@ from groundswell_runtime.kafka import ensure_topics, make_consumer, make_produce
 from groundswell_stack.infra import Infra
 from groundswell_stack.processes import ManagedProcess, free_port
 
-# As tests/conftest.py's TEST_PARTITIONS: what the session's topics use.
-PARTITIONS = 4
+from ...conftest import TEST_PARTITIONS
+
+# What the session's topics use (tests/conftest.py).
+PARTITIONS = TEST_PARTITIONS
 
 
 @dataclass

@@ -29,6 +29,7 @@ from aiosmtpd.controller import Controller
 from groundswell_contracts.events import MilestoneReached, PreferencesChanged
 from groundswell_mailer.adapters import supporters
 from groundswell_mailer.config import MailerSettings
+from groundswell_mailer.domain.intake import Supporter
 from groundswell_mailer.entrypoints.http import create_app
 from groundswell_runtime.organisation import Organisation
 from groundswell_stack.infra import Infra
@@ -357,6 +358,7 @@ async def test_a_mailing_survives_a_killed_sender_without_second_copies(
     async with app_on(settings) as (client, runtime):
         db: asyncpg.Pool = runtime.require_pool()
         async with db.acquire() as conn, conn.transaction():
+            rows: list[Supporter] = []
             for i, address in enumerate(addresses):
                 signature = uuid.uuid4()
                 await conn.execute(
@@ -369,19 +371,19 @@ async def test_a_mailing_survives_a_killed_sender_without_second_copies(
                     petition,
                     None,
                 )
-                await supporters.record_supporter(
-                    conn,
-                    signature_id=signature,
-                    petition_id=petition,
-                    petition_slug="volume",
-                    petition_title="Volume",
-                    address_key=address,
-                    recipient=address,
-                    first_name=f"N{i}",
-                    postcode_area="LS",
-                    contact_consent=True,
-                    confirmed=True,
+                rows.append(
+                    Supporter(
+                        signature_id=signature,
+                        petition_id=petition,
+                        address_key=address,
+                        recipient=address,
+                        first_name=f"N{i}",
+                        postcode_area="LS",
+                        contact_consent=True,
+                        confirmed=True,
+                    )
                 )
+            await supporters.record_supporter(conn, {petition: ("volume", "Volume")}, rows)
             await conn.execute(
                 "UPDATE mailer.recipients SET unsubscribed_at = now() "
                 "WHERE address_key = ANY($1::text[])",

@@ -32,6 +32,8 @@ from groundswell_counter.config import CounterSettings
 from groundswell_counter.entrypoints.faust_app import CounterWorker
 from groundswell_counter.service_layer.ports import ChangelogWriteFailed, SourceLogLost
 
+from ...conftest import TEST_PARTITIONS
+
 PREFIX = "unit."
 
 
@@ -109,7 +111,7 @@ def counter(
         kafka_bootstrap_servers="127.0.0.1:1",
         data_dir=tmp_path,
         topic_prefix=PREFIX,
-        kafka_topic_partitions=4,
+        kafka_topic_partitions=TEST_PARTITIONS,
         default_milestones=(3,),
     )
     worker = CounterWorker(settings)
