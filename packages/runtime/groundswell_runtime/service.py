@@ -10,7 +10,7 @@ Start (the app's lifespan):
 1. wait for the database (compose and `make up` start everything at once), apply the
    migrations (under the schema's advisory lock, so replicas may start together), open
    the pool;
-2. create the topics (idempotent; `ensure_topics`);
+2. create the topics (idempotent; `ensure_topics`), unless `creates_topics` is off;
 3. `setup()`: the service builds its parts and registers its loops (`add_loop`,
    `add_consumer`, `add_relay`) and extra readiness checks;
 4. every loop runs under `background.supervise`, restarted with backoff after a
@@ -81,6 +81,10 @@ class Service:
     """Start-up, readiness and shutdown, the same for every service (module docstring)."""
 
     name = "service"
+    # Create the topics at start (2. above). A service that must start while the broker
+    # is away (signing takes signatures into its outbox regardless) leaves it to its
+    # relay, which creates them before its first publish.
+    creates_topics = True
 
     def __init__(
         self,
@@ -174,11 +178,12 @@ class Service:
         await migrate(settings.database_url, self._schema, self._migrations)
         pool_min, pool_max = self._pool_size
         self._pool = await create_pool(settings.database_url, min_size=pool_min, max_size=pool_max)
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            settings.kafka_topic_partitions,
-            settings.kafka_replication_factor,
-        )
+        if self.creates_topics:
+            await ensure_topics(
+                settings.kafka_bootstrap_servers,
+                settings.kafka_topic_partitions,
+                settings.kafka_replication_factor,
+            )
         await self.setup()
         for loop in self._loops:
             loop.task = asyncio.create_task(supervise(loop.name, loop.run), name=loop.name)

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import asyncpg
 
-from groundswell_mailer.adapters import keys
+from groundswell_mailer.adapters import keys, supporters
 from groundswell_mailer.adapters.repository import EMAILS_CHANNEL, SCHEMA
 from groundswell_mailer.domain.intake import NewEmail, Notice, Rows
 
@@ -153,8 +153,9 @@ def _with_sequence(email: NewEmail, sequence: int) -> NewEmail:
     )
 
 
-# One statement for the rows of a run of events: recipients, petitions, supporters,
-# emails, and the sender's wake-up. The emails reference their recipients: foreign keys
+# One statement for the rows of a run of events: recipients, petitions, supporters
+# (their SQL is supporters.py's, shared with `record_supporter`), emails, and the
+# sender's wake-up. The emails reference their recipients: foreign keys
 # are checked at the end of the statement, when the recipients' rows exist.
 _RECORD = (
     "WITH recipients AS ("
@@ -164,32 +165,8 @@ _RECORD = (
     "  ON CONFLICT (address_key) DO UPDATE SET "
     "  last_signature_id = EXCLUDED.last_signature_id, "
     "  last_petition_id = EXCLUDED.last_petition_id"
-    "), petitions AS ("
-    # Only a new petition or a changed title is written: an upsert of an unchanged row
-    # still locks it, and every batch names the same few petitions.
-    "  INSERT INTO mailer.petitions (petition_id, slug, title) "
-    "  SELECT t.* FROM unnest($5::uuid[], $6::text[], $7::text[]) AS t(petition_id, slug, title) "
-    "  WHERE NOT EXISTS (SELECT 1 FROM mailer.petitions p WHERE p.petition_id = t.petition_id "
-    "    AND p.slug = t.slug AND p.title = t.title) "
-    "  ON CONFLICT (petition_id) DO UPDATE SET slug = EXCLUDED.slug, title = EXCLUDED.title "
-    "  WHERE (mailer.petitions.slug, mailer.petitions.title) "
-    "  IS DISTINCT FROM (EXCLUDED.slug, EXCLUDED.title)"
-    "), supporters AS ("
-    # A new signature of a mailbox takes on the preferences that mailbox already set.
-    "  INSERT INTO mailer.supporters (signature_id, petition_id, address_key, recipient, "
-    "  first_name, postcode_area, contact_consent, confirmed, wants_updates, wants_news, "
-    "  unsubscribed_at) "
-    "  SELECT t.*, p.wants_updates, p.wants_news, p.unsubscribed_at "
-    "  FROM unnest($8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::text[], "
-    "    $13::text[], $14::bool[], $15::bool[]) AS t(signature_id, petition_id, address_key, "
-    "    recipient, first_name, postcode_area, contact_consent, confirmed) "
-    "  CROSS JOIN LATERAL (SELECT "
-    "    (array_agg(s.wants_updates ORDER BY s.created_at DESC))[1] AS wants_updates, "
-    "    (array_agg(s.wants_news ORDER BY s.created_at DESC))[1] AS wants_news, "
-    "    max(s.unsubscribed_at) AS unsubscribed_at "
-    "    FROM mailer.supporters s WHERE s.address_key = t.address_key) AS p "
-    "  ON CONFLICT (signature_id) DO UPDATE SET "
-    "  confirmed = mailer.supporters.confirmed OR EXCLUDED.confirmed"
+    f"), petitions AS ({supporters.petitions_upsert(5)}"
+    f"), supporters AS ({supporters.supporters_insert(8)}"
     "), emails AS ("
     "  INSERT INTO mailer.emails (signature_id, kind, sequence, petition_id, address_key, "
     "  recipient, content, message_id, status, correlation_id) "
@@ -211,25 +188,14 @@ async def record(conn: asyncpg.Connection, rows: Rows, emails: Sequence[NewEmail
     if not (rows.recipients or rows.supporters or emails):
         return
     recipients = sorted(rows.recipients.items())
-    petitions = sorted(rows.petitions.items())
-    supporters = rows.supporters
     await conn.execute(
         _RECORD,
         [address for address, _ in recipients],
         [new_unsubscribe_token() for _ in recipients],
         [ids[0] for _, ids in recipients],
         [ids[1] for _, ids in recipients],
-        [petition_id for petition_id, _ in petitions],
-        [names[0] for _, names in petitions],
-        [names[1] for _, names in petitions],
-        [s.signature_id for s in supporters],
-        [s.petition_id for s in supporters],
-        [s.address_key for s in supporters],
-        [s.recipient for s in supporters],
-        [s.first_name for s in supporters],
-        [s.postcode_area for s in supporters],
-        [s.contact_consent for s in supporters],
-        [s.confirmed for s in supporters],
+        *supporters.petition_arguments(rows.petitions),
+        *supporters.supporter_arguments(rows.supporters),
         [e.signature_id for e in emails],
         [e.kind for e in emails],
         [e.sequence for e in emails],

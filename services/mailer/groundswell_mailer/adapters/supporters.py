@@ -11,55 +11,100 @@ events and the preferences page, not the organisers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from groundswell_mailer.domain.intake import Supporter
 
-async def record_supporter(
-    conn: asyncpg.Connection,
-    *,
-    signature_id: UUID,
-    petition_id: UUID,
-    petition_slug: str,
-    petition_title: str,
-    address_key: str,
-    recipient: str,
-    first_name: str,
-    postcode_area: str | None,
-    contact_consent: bool,
-    confirmed: bool,
-) -> None:
-    """Remember a signer as a possible mailing recipient; a new signature of a mailbox
-    takes on the preferences that mailbox already set."""
-    await conn.execute(
-        "INSERT INTO mailer.petitions (petition_id, slug, title) VALUES ($1, $2, $3) "
+
+def petitions_upsert(first: int) -> str:
+    """The INSERT of petitions from three arrays, `$first` onwards (`petition_arguments`).
+
+    Only a new petition or a changed title is written: an upsert of an unchanged row
+    still locks it, and every batch names the same few petitions."""
+    ids, slugs, titles = (f"${first + i}" for i in range(3))
+    return (
+        "INSERT INTO mailer.petitions (petition_id, slug, title) "
+        f"SELECT t.* FROM unnest({ids}::uuid[], {slugs}::text[], {titles}::text[]) "
+        "AS t(petition_id, slug, title) "
+        "WHERE NOT EXISTS (SELECT 1 FROM mailer.petitions p WHERE p.petition_id = t.petition_id "
+        "  AND p.slug = t.slug AND p.title = t.title) "
         "ON CONFLICT (petition_id) DO UPDATE SET slug = EXCLUDED.slug, title = EXCLUDED.title "
         "WHERE (mailer.petitions.slug, mailer.petitions.title) "
-        "IS DISTINCT FROM (EXCLUDED.slug, EXCLUDED.title)",
-        petition_id,
-        petition_slug,
-        petition_title,
+        "IS DISTINCT FROM (EXCLUDED.slug, EXCLUDED.title)"
     )
-    await conn.execute(
+
+
+def petition_arguments(petitions: Mapping[UUID, tuple[str, str]]) -> list[list[Any]]:
+    """petition_id -> (slug, title), as the arrays of `petitions_upsert`, in id order
+    (rows that concurrent batches share are written in one order: no deadlock)."""
+    ordered = sorted(petitions.items())
+    return [
+        [petition_id for petition_id, _ in ordered],
+        [names[0] for _, names in ordered],
+        [names[1] for _, names in ordered],
+    ]
+
+
+def supporters_insert(first: int) -> str:
+    """The INSERT of supporters from eight arrays, `$first` onwards (`supporter_arguments`).
+
+    A new signature of a mailbox takes on the preferences that mailbox already set; a
+    signature recorded again only gains its confirmation."""
+    arrays = ", ".join(
+        f"${first + i}::{kind}[]"
+        for i, kind in enumerate(("uuid", "uuid", "text", "text", "text", "text", "bool", "bool"))
+    )
+    return (
         "INSERT INTO mailer.supporters (signature_id, petition_id, address_key, recipient, "
         "first_name, postcode_area, contact_consent, confirmed, wants_updates, wants_news, "
         "unsubscribed_at) "
-        "SELECT $1, $2, $3, $4, $5, $6, $7, $8, "
-        "(array_agg(wants_updates ORDER BY created_at DESC))[1], "
-        "(array_agg(wants_news ORDER BY created_at DESC))[1], max(unsubscribed_at) "
-        "FROM mailer.supporters WHERE address_key = $3 "
+        "SELECT t.*, p.wants_updates, p.wants_news, p.unsubscribed_at "
+        f"FROM unnest({arrays}) AS t(signature_id, petition_id, address_key, "
+        "  recipient, first_name, postcode_area, contact_consent, confirmed) "
+        "CROSS JOIN LATERAL (SELECT "
+        "  (array_agg(s.wants_updates ORDER BY s.created_at DESC))[1] AS wants_updates, "
+        "  (array_agg(s.wants_news ORDER BY s.created_at DESC))[1] AS wants_news, "
+        "  max(s.unsubscribed_at) AS unsubscribed_at "
+        "  FROM mailer.supporters s WHERE s.address_key = t.address_key) AS p "
         "ON CONFLICT (signature_id) DO UPDATE SET "
-        "confirmed = mailer.supporters.confirmed OR EXCLUDED.confirmed",
-        signature_id,
-        petition_id,
-        address_key,
-        recipient,
-        first_name,
-        postcode_area.upper() if postcode_area else None,
-        contact_consent,
-        confirmed,
+        "confirmed = mailer.supporters.confirmed OR EXCLUDED.confirmed"
+    )
+
+
+def supporter_arguments(supporters: Sequence[Supporter]) -> list[list[Any]]:
+    """The arrays of `supporters_insert`."""
+    return [
+        [s.signature_id for s in supporters],
+        [s.petition_id for s in supporters],
+        [s.address_key for s in supporters],
+        [s.recipient for s in supporters],
+        [s.first_name for s in supporters],
+        [s.postcode_area for s in supporters],
+        [s.contact_consent for s in supporters],
+        [s.confirmed for s in supporters],
+    ]
+
+
+_RECORD_SUPPORTERS = f"WITH petitions AS ({petitions_upsert(1)}) {supporters_insert(4)}"
+
+
+async def record_supporter(
+    conn: asyncpg.Connection,
+    petitions: Mapping[UUID, tuple[str, str]],
+    supporters: Sequence[Supporter],
+) -> None:
+    """Remember signers as possible mailing recipients, with their petitions
+    (petition_id -> (slug, title)), in one statement. The consumer writes the same rows
+    with the same SQL inside its batch statement (adapters/intake.py)."""
+    if not (petitions or supporters):
+        return
+    await conn.execute(
+        _RECORD_SUPPORTERS, *petition_arguments(petitions), *supporter_arguments(supporters)
     )
 
 

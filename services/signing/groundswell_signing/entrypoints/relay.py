@@ -74,6 +74,8 @@ class RelayService(Service):
     applies signing's migrations (the scaffold does, under the schema's lock)."""
 
     name = "signing-relay"
+    # Signatures are taken while the broker is away: the relay makes the topics.
+    creates_topics = False
 
     def __init__(self, settings: SigningSettings) -> None:
         # Two connections: the LISTEN one and the one a pass publishes on.

@@ -60,6 +60,8 @@ class SigningService(Service):
     outbox relay when it runs in this process (`SIGNING_RELAY_MODE`, relay.py)."""
 
     name = "signing"
+    # Signatures are taken while the broker is away: the relay makes the topics.
+    creates_topics = False
     # Built on the pool by `setup`; requests arrive only once it has run.
     writer: SignatureWriter
     petitions: PetitionCache
