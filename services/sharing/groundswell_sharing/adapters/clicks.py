@@ -11,10 +11,24 @@ under concurrency:
   the lock, counts as an ordinary click. Without it a pending row could be written just
   after the handler looked, and never count.
 A holder of a bucket lock never waits for a code lock, so the two cannot deadlock.
+
+The consumer handles a run of `SignatureCreated` events with two statements in its
+transaction, and the argument holds for each code of the run:
+1. `store_links` takes each code's lock before that code's link row is inserted, in
+   the same statement, and keeps it to commit;
+2. `attribute_pending`, a later statement, takes its snapshot after every lock of
+   step 1 was granted.
+A click on code c either got c's lock first: it held it until its pending row was
+committed, so step 1 waited for that commit and step 2's snapshot sees the row and
+moves it. Or the consumer got c's lock first: the click waits for it until the
+consumer's transaction, link included, is committed, and its re-read sees the link.
+Steps 1 and 2 cannot be one statement: a statement's snapshot is taken before the
+locks it goes on to take, so it could miss a pending row committed while it waited.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -31,6 +45,7 @@ from groundswell_sharing.domain.clicks import (
     Visitor,
     decide,
 )
+from groundswell_sharing.domain.signups import NewLink
 
 # Class ids of sharing's two-key advisory locks (the second key is hashtext of the value).
 _BUCKET_LOCK = 7301
@@ -41,48 +56,57 @@ async def lock_code(conn: asyncpg.Connection, share_code: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _CODE_LOCK, share_code)
 
 
-async def store_link(
-    conn: asyncpg.Connection,
-    *,
-    share_code: str,
-    signature_id: UUID,
-    petition_id: UUID,
-    petition_slug: str,
-    petition_title: str,
-    first_name: str,
-    source: str | None,
-    status: repo.Status,
-    created_at: datetime,
-) -> None:
-    """A signature's share link, under its code lock held to commit (see the module
-    docstring), with the petition row it needs: one statement, one round trip, where
-    three (petition, code lock, link) used to be.
+async def store_links(conn: asyncpg.Connection, links: Sequence[NewLink]) -> set[UUID]:
+    """Claim a run's events and store the share links of those claimed now, each under its
+    code lock held to commit (see the module docstring), with the petition rows they
+    need; returns the event ids claimed now (a redelivered one is absent). One statement
+    for the whole run (domain/signups.py: distinct ids, signatures and codes).
 
-    The lock is taken while the row to insert is produced, so before the link exists, as
-    with `lock_code` first. The petition comes from the CTE, which only fills a gap
-    (never overrides what a petition event wrote: `updated_at` is -infinity); the
-    link's foreign key is checked at the end of the statement, when the petition is there.
+    Each code's lock is taken while its row to insert is produced, so before its link
+    exists, as with `lock_code` first; the locks are taken in one order (the lock key's),
+    so two transactions locking several codes cannot wait on each other in a circle (a
+    code is one signature's, whose events all go to one partition, so none does today).
+    The petitions come from a CTE, which only fills gaps (never overrides what a petition
+    event wrote: `updated_at` is -infinity), in key order as well; the links' foreign key
+    is checked at the end of the statement, when the petitions are there.
     """
-    await conn.execute(
-        "WITH petition AS (INSERT INTO sharing.petitions (petition_id, slug, title, updated_at) "
-        "  VALUES ($3::uuid, $8::text, $9::text, '-infinity') "
-        "  ON CONFLICT (petition_id) DO NOTHING) "
-        "INSERT INTO sharing.share_links "
-        "(share_code, signature_id, petition_id, first_name, source, status, created_at) "
-        "SELECT $1::text, $2::uuid, $3::uuid, $4::text, $5::text, $6::text, $7::timestamptz "
-        "FROM (SELECT pg_advisory_xact_lock($10::int, hashtext($1::text))) AS code_lock "
-        "ON CONFLICT DO NOTHING",
-        share_code,
-        signature_id,
-        petition_id,
-        first_name or None,
-        source,
-        status,
-        created_at,
-        petition_slug,
-        petition_title,
+    if not links:
+        return set()
+    rows = await conn.fetch(
+        "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], "
+        "  $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[]) "
+        "  WITH ORDINALITY AS t(event_id, share_code, signature_id, petition_id, first_name, "
+        "  source, status, created_at, slug, title, n)), "
+        "claimed AS (INSERT INTO sharing.processed_events (event_id) "
+        "  SELECT event_id FROM input ORDER BY n ON CONFLICT DO NOTHING RETURNING event_id), "
+        "new AS (SELECT input.* FROM input JOIN claimed USING (event_id)), "
+        "petitions AS (INSERT INTO sharing.petitions (petition_id, slug, title, updated_at) "
+        "  SELECT DISTINCT ON (petition_id) petition_id, slug, title, '-infinity'::timestamptz "
+        "  FROM new ORDER BY petition_id, n ON CONFLICT (petition_id) DO NOTHING), "
+        # pg_advisory_xact_lock is volatile: evaluated above the sort, row by row in its
+        # order, each just before that row is inserted.
+        "links AS (INSERT INTO sharing.share_links "
+        "  (share_code, signature_id, petition_id, first_name, source, status, created_at) "
+        "  SELECT share_code, signature_id, petition_id, first_name, source, status, created_at "
+        "  FROM (SELECT share_code, signature_id, petition_id, first_name, source, status, "
+        "    created_at, pg_advisory_xact_lock($11::int, h) "
+        "    FROM (SELECT new.*, hashtext(share_code) AS h FROM new ORDER BY h, share_code, n) "
+        "    AS ordered) AS locked "
+        "  ON CONFLICT DO NOTHING) "
+        "SELECT event_id FROM claimed",
+        [link.event.event_id for link in links],
+        [link.event.share_code for link in links],
+        [link.event.signature_id for link in links],
+        [link.event.petition_id for link in links],
+        [link.first_name for link in links],
+        [link.event.source for link in links],
+        [link.status for link in links],
+        [link.event.occurred_at for link in links],
+        [link.event.petition_slug for link in links],
+        [link.event.petition_title for link in links],
         _CODE_LOCK,
     )
+    return {r["event_id"] for r in rows}
 
 
 async def record_click(
@@ -194,26 +218,37 @@ async def _keep_pending(
 
 
 async def attribute_pending(
-    conn: asyncpg.Connection, share_code: str, petition_id: UUID, now: datetime
-) -> list[str]:
-    """Move the clicks that waited for this (now stored) link into clicks; their channels.
+    conn: asyncpg.Connection, links: Sequence[tuple[str, UUID]], now: datetime
+) -> list[tuple[str, str]]:
+    """Move the clicks that waited for these (now stored) links, (share code, petition),
+    into clicks; returns (share code, channel) of each click moved.
 
-    Call under `lock_code` in the transaction that stored the link. A click the same
-    network also made after the link was known (same day) is already counted: the
-    clicks table's key drops the pending one.
+    Call in the transaction that stored the links under their code locks, in a later
+    statement than `store_links` (its snapshot then sees every pending click committed
+    before those locks were granted). A click the same network also made after the link
+    was known (same day) is already counted: the clicks table's key drops the pending one.
+    The codes must be distinct.
     """
+    if not links:
+        return []
     rows = await conn.fetch(
+        "WITH input AS (SELECT * FROM unnest($1::text[], $2::uuid[]) AS t(share_code, "
+        "  petition_id)), "
         # Only onto a stored link (the clicks table's foreign key); else they stay pending.
-        "WITH moved AS (DELETE FROM sharing.pending_clicks WHERE share_code = $1 "
-        "  AND EXISTS (SELECT 1 FROM sharing.share_links WHERE share_code = $1) "
-        "  RETURNING channel, visitor_hash, site_hash, clicked_on, clicked_at) "
+        "moved AS (DELETE FROM sharing.pending_clicks p USING input i "
+        "  WHERE p.share_code = i.share_code "
+        "  AND EXISTS (SELECT 1 FROM sharing.share_links l WHERE l.share_code = i.share_code) "
+        "  RETURNING p.share_code, i.petition_id, p.channel, p.visitor_hash, p.site_hash, "
+        "  p.clicked_on, p.clicked_at) "
         "INSERT INTO sharing.clicks (share_code, petition_id, channel, visitor_hash, "
         "  site_hash, clicked_on, clicked_at) "
-        "SELECT $1, $2, channel, visitor_hash, site_hash, clicked_on, clicked_at FROM moved "
+        "SELECT share_code, petition_id, channel, visitor_hash, site_hash, clicked_on, "
+        "  clicked_at FROM moved "
         "WHERE clicked_at >= $3 "
-        "ON CONFLICT (share_code, visitor_hash, clicked_on) DO NOTHING RETURNING channel",
-        share_code,
-        petition_id,
+        "ON CONFLICT (share_code, visitor_hash, clicked_on) DO NOTHING "
+        "RETURNING share_code, channel",
+        [code for code, _ in links],
+        [petition_id for _, petition_id in links],
         now - PENDING_TTL,
     )
-    return [str(r["channel"]) for r in rows]
+    return [(str(r["share_code"]), str(r["channel"])) for r in rows]

@@ -1,8 +1,16 @@
 """Petition and signature events -> share links and referrals.
 
-Every change commits with `claim_event` in one transaction, so a redelivered event
-changes nothing; the referral table's key (the referred signature) also holds
-against replays that carry new event ids.
+Every change commits with its event's claim (processed_events) in one transaction, so a
+redelivered event changes nothing; the referral table's key (the referred signature)
+also holds against replays that carry new event ids.
+
+A batch (a partition's fetch, one transaction: groundswell_runtime.consumer) is applied
+as domain/signups.py plans it: each run of `SignatureCreated` events with two statements
+for the whole run (adapters/clicks.py: claims and links, then the clicks that waited for
+them), plus the referral work of the few events that came through someone's share link;
+every other event alone, in its place. The runtime hands the handler the whole batch
+(`InTransaction(handle_batch=...)`), with each event's correlation id; a single event
+(the one-by-one fallback after a failed batch) is a batch of one.
 """
 
 from __future__ import annotations
@@ -12,43 +20,50 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 from groundswell_contracts.events import (
-    AnyEvent,
     PetitionClosed,
     PetitionCreated,
     PetitionUpdated,
     ReferralAttributed,
     ShareLinkClicked,
     SignatureConfirmed,
-    SignatureCreated,
     SignatureErased,
     SignatureInvalidated,
     SignatureWithdrawn,
 )
-from groundswell_runtime.consumer import claim_event
-from groundswell_runtime.outbox import enqueue
+from groundswell_runtime.consumer import Item, claim_event
+from groundswell_runtime.correlation import bind_correlation_id
+from groundswell_runtime.outbox import enqueue, enqueue_correlated
 
 from groundswell_sharing.adapters import clicks
 from groundswell_sharing.adapters import repository as repo
 from groundswell_sharing.config import SharingSettings
-from groundswell_sharing.domain.links import UNKNOWN, first_name, normalize_channel
+from groundswell_sharing.domain.links import UNKNOWN, normalize_channel
+from groundswell_sharing.domain.signups import NewLink, One, Run, clicks_in_order, plan
 
 log = structlog.get_logger()
 
 
 class SharingHandler:
-    """Applies one event inside the transaction it is given (see
-    groundswell_runtime.consumer.InTransaction: one per event, or one per batch)."""
+    """Applies a batch of events inside the transaction it is given (see
+    groundswell_runtime.consumer.InTransaction with `handle_batch`)."""
 
     def __init__(self, settings: SharingSettings) -> None:
         self._click_window = timedelta(hours=settings.referral_click_window_hours)
 
-    async def __call__(self, conn: asyncpg.Connection, event: AnyEvent) -> None:
+    async def __call__(self, conn: asyncpg.Connection, items: list[Item]) -> None:
+        for step in plan(items):
+            if isinstance(step, Run):
+                await self._created(conn, step.links)
+            else:
+                bind_correlation_id(step.correlation_id)
+                await self._one(conn, step)
+
+    async def _one(self, conn: asyncpg.Connection, step: One) -> None:
+        event = step.event
         if isinstance(event, PetitionCreated | PetitionUpdated | PetitionClosed):
             await repo.upsert_petition(
                 conn, event.petition_id, event.slug, event.title, event.occurred_at
             )
-        elif isinstance(event, SignatureCreated):
-            await self._created(conn, event)
         elif isinstance(event, SignatureConfirmed):
             await self._confirmed(conn, event)
         elif isinstance(event, SignatureWithdrawn | SignatureInvalidated):
@@ -59,69 +74,71 @@ class SharingHandler:
             # The link and its referrals keep counting (no person in them); the name goes.
             await repo.forget_name(conn, event.signature_id)
 
-    async def _created(self, conn: asyncpg.Connection, event: SignatureCreated) -> None:
-        if event.status == "fraudulent":
-            # Never counted, so neither its link nor its referral may count.
+    async def _created(self, conn: asyncpg.Connection, links: list[NewLink]) -> None:
+        """A run of new signatures (domain/signups.py): their links, the clicks that
+        waited for them, and their referrals."""
+        claimed = await clicks.store_links(conn, links)
+        new = [link for link in links if link.event.event_id in claimed]
+        if not new:
             return
-        status = "counted" if event.status == "signed" else "pending"
-        attributed: ReferralAttributed | None = None
-        if not await claim_event(conn, repo.SCHEMA, event.event_id):
-            return
-        # Under the code's lock, held to commit: a click on this code waiting for it is
-        # either committed before (and moved below) or sees the link (clicks.py).
-        await clicks.store_link(
+        moved = await clicks.attribute_pending(
             conn,
-            share_code=event.share_code,
+            [(link.event.share_code, link.event.petition_id) for link in new],
+            datetime.now(UTC),
+        )
+        await enqueue_correlated(
+            conn,
+            repo.SCHEMA,
+            [
+                (
+                    ShareLinkClicked(
+                        petition_id=link.event.petition_id,
+                        share_code=link.event.share_code,
+                        channel=channel,
+                    ),
+                    link.correlation_id,
+                )
+                for link, channel in clicks_in_order(new, moved)
+            ],
+        )
+        for link in new:
+            if link.referrer_code is not None:
+                bind_correlation_id(link.correlation_id)
+                await self._referral(conn, link, link.referrer_code)
+
+    async def _referral(self, conn: asyncpg.Connection, link: NewLink, code: str) -> None:
+        event = link.event
+        referrer = await self._referrer(conn, link, code)
+        if referrer is None:
+            return
+        channel = await self._channel(conn, link, referrer)
+        added = await repo.add_referral(
+            conn,
             signature_id=event.signature_id,
-            petition_id=event.petition_id,
-            petition_slug=event.petition_slug,
-            petition_title=event.petition_title,
-            # Only signers who agreed to the organisers' leaderboard have one on the topic.
-            first_name=first_name(event.leaderboard_name or ""),
-            source=event.source,
-            status=status,
+            referrer=referrer,
+            channel=channel,
+            status=link.status,
             created_at=event.occurred_at,
         )
-        waited = await clicks.attribute_pending(
-            conn, event.share_code, event.petition_id, datetime.now(UTC)
-        )
-        for channel in waited:
+        # Attributed when it counts: now if signed, else on confirmation.
+        if added and link.status == "counted":
             await enqueue(
                 conn,
                 repo.SCHEMA,
-                ShareLinkClicked(
-                    petition_id=event.petition_id, share_code=event.share_code, channel=channel
-                ),
-            )
-        referrer = await self._referrer(conn, event)
-        if referrer is not None:
-            channel = await self._channel(conn, event, referrer)
-            added = await repo.add_referral(
-                conn,
-                signature_id=event.signature_id,
-                referrer=referrer,
-                channel=channel,
-                status=status,
-                created_at=event.occurred_at,
-            )
-            # Attributed when it counts: now if signed, else on confirmation.
-            if added and status == "counted":
-                attributed = ReferralAttributed(
+                ReferralAttributed(
                     petition_id=event.petition_id,
                     share_code=referrer.share_code,
                     referrer_signature_id=referrer.signature_id,
                     signature_id=event.signature_id,
-                )
-                await enqueue(conn, repo.SCHEMA, attributed)
-        if attributed is not None:
+                ),
+            )
             log.info("referral_attributed", signature_id=str(event.signature_id))
 
     async def _referrer(
-        self, conn: asyncpg.Connection, event: SignatureCreated
+        self, conn: asyncpg.Connection, link: NewLink, code: str
     ) -> repo.ShareLink | None:
-        if not event.ref or event.ref == event.share_code:
-            return None
-        referrer = await repo.find_share_link(conn, event.ref)
+        event = link.event
+        referrer = await repo.find_share_link(conn, code)
         if referrer is None:
             log.info("referral_code_unknown", signature_id=str(event.signature_id))
             return None
@@ -131,8 +148,9 @@ class SharingHandler:
         return referrer
 
     async def _channel(
-        self, conn: asyncpg.Connection, event: SignatureCreated, referrer: repo.ShareLink
+        self, conn: asyncpg.Connection, link: NewLink, referrer: repo.ShareLink
     ) -> str:
+        event = link.event
         # The page carries the channel from the share link to the signature; a signer
         # who arrived some other way is credited to the latest click on the same link.
         if event.ref_channel:

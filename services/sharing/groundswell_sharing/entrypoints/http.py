@@ -77,7 +77,7 @@ class SharingService(Service):
                 settings.consumer_group,
                 [Topic.PETITIONS.value, Topic.SIGNATURES.value],
                 settings.kafka_bootstrap_servers,
-                InTransaction(pool, SharingHandler(settings)),
+                InTransaction(pool, handle_batch=SharingHandler(settings)),
             ),
         )
 
