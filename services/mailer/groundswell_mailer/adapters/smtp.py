@@ -5,9 +5,10 @@ every message after that and opened again when it was lost; the dispatcher runs 
 per sender, so a pool of N senders is a pool of N connections. What to do about a
 failure (retry, give up) is decided in domain/delivery.py, not here.
 
-PIPELINING (RFC 2920) is not used: aiosmtplib reads exactly one reply per command
-written (its protocol drops replies that arrive before the next command is awaited),
-so MAIL, RCPT and DATA go one round trip each.
+When the server offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write and
+the message in a second (smtp_pipelining.py, which works around aiosmtplib's lack of
+it); otherwise each command is its own round trip through aiosmtplib. Both paths fail
+the same way for the same replies.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from functools import lru_cache
 
 import aiosmtplib
 
+from groundswell_mailer.adapters import smtp_pipelining
 from groundswell_mailer.config import MailerSettings
 from groundswell_mailer.domain.delivery import SmtpFailure, SmtpStage
 
@@ -123,7 +125,9 @@ class SmtpConnection:
                 options.append("SMTPUTF8")
             if client.supports_extension("size"):
                 options.append(f"SIZE={len(message)}")
-            await client.mail(sender, options=options, encoding=encoding)
+            pipelined = smtp_pipelining.usable(client)
+            if not pipelined:
+                await client.mail(sender, options=options, encoding=encoding)
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
             if reused:
                 raise _StaleConnection from exc
@@ -131,6 +135,19 @@ class SmtpConnection:
         except aiosmtplib.SMTPResponseException:
             await self._reset(client)
             raise
+        if pipelined:
+            try:
+                await smtp_pipelining.send_pipelined(
+                    client, sender, recipient, message, options=options, encoding=encoding
+                )
+            except smtp_pipelining.LostBeforeMailReply as exc:
+                if reused:
+                    raise _StaleConnection from exc
+                raise exc.lost from None  # reported as the plain path reports it
+            except aiosmtplib.SMTPResponseException:
+                await self._reset(client)
+                raise
+            return
         try:
             await client.rcpt(recipient, encoding=encoding)
             await client.data(message)
