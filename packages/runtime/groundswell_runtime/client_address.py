@@ -12,6 +12,7 @@ one /64 counts as one client, and a /48 (one site) gets a wider budget of its ow
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -33,6 +34,10 @@ def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+# Parsed once per text: a signing request reads its client's address, then its client
+# network and site network, from the same string (and proxies' addresses recur).
+# Addresses are immutable values, so a cached one cannot be changed by a caller.
+@functools.lru_cache(maxsize=4096)
 def _address(value: str) -> IPAddress | None:
     try:
         address = ipaddress.ip_address(value.strip())

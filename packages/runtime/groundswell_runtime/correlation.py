@@ -40,6 +40,19 @@ def correlation_from_headers(headers: list[tuple[str, bytes]] | None) -> str | N
     return None
 
 
+def bind_request_id(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    """Start a request's log context: the caller's `X-Request-ID` (or a new id) bound for
+    logs and the outbox; returns the response header that echoes it. The one rule, used
+    by `RequestIdMiddleware` and by any lean path that answers without it."""
+    given = None
+    for key, value in headers:
+        if key == b"x-request-id":
+            given = value.decode("latin-1")
+            break
+    structlog.contextvars.clear_contextvars()
+    return (b"x-request-id", bind_correlation_id(given).encode())
+
+
 class RequestIdMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware: it costs a task and a stream per request).
 
@@ -54,13 +67,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                given = value.decode("latin-1")
-                break
-        structlog.contextvars.clear_contextvars()
-        header = (b"x-request-id", bind_correlation_id(given).encode())
+        header = bind_request_id(scope["headers"])
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

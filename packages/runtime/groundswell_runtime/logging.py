@@ -26,25 +26,28 @@ def _drop_personal_data(
     return event_dict
 
 
-def _naming_service(service: str) -> structlog.types.Processor:
+# The process's service name, set by `configure_logging`. Read when each line is written,
+# not captured: loggers are cached on first use (`cache_logger_on_first_use`) with the
+# processors of that moment, so a captured name would outlive a later configuration.
+_service = ["?"]
+
+
+def _naming_service(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Every line names its service. Not a context variable: the request-id middleware
     clears the context at the start of each request, which would drop it from every line
     a request writes (request and audit lines included)."""
-
-    def add(
-        _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        event_dict.setdefault("service", service)
-        return event_dict
-
-    return add
+    event_dict.setdefault("service", _service[0])
+    return event_dict
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Route structlog and stdlib logging (uvicorn, aiokafka, faust) through one JSON renderer."""
+    _service[0] = service
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
-        _naming_service(service),
+        _naming_service,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_personal_data,

@@ -68,45 +68,57 @@ async def update_petition(
     return _petition(row)
 
 
-async def add_hits(
-    conn: asyncpg.Connection, added: dict[tuple[str, int], tuple[int, int]]
-) -> dict[tuple[str, int], int]:
-    """Add hits to rate counters atomically; each counter's total after the addition.
+_OPEN_AND_COUNT = """
+WITH open AS (
+    SELECT id FROM signing.petitions
+    WHERE id = ANY($1::uuid[]) AND status = 'open' AND (closes_at IS NULL OR closes_at > $2)
+), added AS (
+    SELECT h.key, h.window_start, max(h.window_end) AS window_end, count(*)::int AS hits
+    FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::uuid[])
+        AS h(key, window_start, window_end, petition_id)
+    WHERE h.petition_id IN (SELECT id FROM open)
+    GROUP BY h.key, h.window_start
+    ORDER BY h.key, h.window_start
+), counted AS (
+    INSERT INTO signing.rate_counters AS c (key, window_start, window_end, hits)
+    SELECT key, window_start, window_end, hits FROM added
+    ORDER BY key, window_start
+    ON CONFLICT (key, window_start) DO UPDATE SET hits = c.hits + EXCLUDED.hits
+    RETURNING key, window_start, hits
+)
+SELECT NULL::uuid AS open_id, key, window_start, hits FROM counted
+UNION ALL
+SELECT id, NULL, NULL, NULL FROM open
+"""
 
-    `added` maps (key, window start) to (hits, window end). Rows are locked in key
-    order, so concurrent batches cannot deadlock on them.
-    """
-    if not added:
-        return {}
-    counters = sorted(added)
+
+async def open_and_count(
+    conn: asyncpg.Connection,
+    petition_ids: list[uuid.UUID],
+    now: datetime,
+    hits: list[tuple[uuid.UUID, str, int, int]],
+) -> tuple[set[uuid.UUID], dict[tuple[str, int], int]]:
+    """For group commit, in one round trip: which petitions take signatures at `now` as
+    committed (the cache may lag), and each rate counter's total after adding the `hits`
+    (petition, key, window start, window end) of those petitions' attempts only, one
+    atomic upsert per counter (domain/rate_limits.py). Counter rows are locked in key
+    order, so concurrent batches cannot deadlock on them."""
     rows = await conn.fetch(
-        "INSERT INTO signing.rate_counters AS c (key, window_start, window_end, hits) "
-        "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[]) "
-        "ON CONFLICT (key, window_start) DO UPDATE SET hits = c.hits + EXCLUDED.hits "
-        "RETURNING key, window_start, hits",
-        [key for key, _ in counters],
-        [start for _, start in counters],
-        [added[c][1] for c in counters],
-        [added[c][0] for c in counters],
+        _OPEN_AND_COUNT,
+        petition_ids,
+        now,
+        [key for _, key, _, _ in hits],
+        [start for _, _, start, _ in hits],
+        [end for _, _, _, end in hits],
+        [petition for petition, _, _, _ in hits],
     )
-    return {(r["key"], r["window_start"]): r["hits"] for r in rows}
+    open_ids = {r["open_id"] for r in rows if r["open_id"] is not None}
+    totals = {(r["key"], r["window_start"]): r["hits"] for r in rows if r["open_id"] is None}
+    return open_ids, totals
 
 
 async def prune_rate_counters(conn: asyncpg.Connection, now: int) -> None:
     await conn.execute("DELETE FROM signing.rate_counters WHERE window_end < $1", now)
-
-
-async def open_petitions(
-    conn: asyncpg.Connection, petition_ids: list[uuid.UUID], now: datetime
-) -> set[uuid.UUID]:
-    """Which of these petitions take signatures at `now`, as committed (the cache may lag)."""
-    rows = await conn.fetch(
-        "SELECT id FROM signing.petitions WHERE id = ANY($1::uuid[]) AND status = 'open' "
-        "AND (closes_at IS NULL OR closes_at > $2)",
-        petition_ids,
-        now,
-    )
-    return {r["id"] for r in rows}
 
 
 SIGNATURE_COLUMNS: dict[str, str] = {

@@ -39,11 +39,14 @@ class TokenNotValid(LookupError):
     """Unknown, used or expired token."""
 
 
+SignStatus = Literal["pending_confirmation", "signed"]
+
+
 @dataclass(frozen=True)
 class SignOutcome:
     """What the signer is told: the same for a first signature and a duplicate."""
 
-    status: Literal["pending_confirmation", "signed"]
+    status: SignStatus
 
 
 @dataclass(frozen=True)

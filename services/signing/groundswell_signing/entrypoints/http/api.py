@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from fastapi import APIRouter, Request, Response, status
 
-from groundswell_signing.config import SigningSettings
 from groundswell_signing.domain.petitions import Petition
 from groundswell_signing.domain.signatures import SignatureInput, validate_signature
 from groundswell_signing.entrypoints.http.dependencies import (
@@ -26,7 +26,12 @@ from groundswell_signing.entrypoints.http.schemas import (
 from groundswell_signing.service_layer import petitions as petition_service
 from groundswell_signing.service_layer.group_commit import SignatureWriter
 from groundswell_signing.service_layer.petitions import PetitionCache
-from groundswell_signing.service_layer.signing import AbusePolicy, SignOutcome, sign_petition
+from groundswell_signing.service_layer.signing import (
+    AbusePolicy,
+    SignOutcome,
+    SignStatus,
+    sign_petition,
+)
 
 router = APIRouter(prefix="/api/petitions", tags=["public"])
 
@@ -57,7 +62,11 @@ def share_url(settings: Settings, share_code: str) -> str:
 def petition_url(settings: Settings, slug: str) -> str:
     """What the answer to a signing request offers for sharing. Never a personal link:
     the answer to a duplicate must not reveal anything about the person who signed."""
-    return f"{settings.public_base_url}/p/{slug}"
+    return petition_page(settings.public_base_url, slug)
+
+
+def petition_page(public_base_url: str, slug: str) -> str:
+    return f"{public_base_url}/p/{slug}"
 
 
 def _cors_allowed(origin: str | None, petition: Petition, settings: Settings) -> bool:
@@ -117,7 +126,8 @@ async def sign(
 ) -> SignatureAccepted:
     """Sign a petition. Signing again gets the same answer and counts once; the personal
     share link arrives by email."""
-    answer = await accept_signature(body, slug, writer, petitions, policy, settings, ip, now)
+    outcome = await accept_signature(body, slug, writer, petitions, policy, ip, now)
+    answer = signature_accepted(settings.public_base_url, slug, outcome.status)
     origin = request.headers.get("origin")
     if origin and _cors_allowed(origin, await petitions.get(slug), settings):
         response.headers["Access-Control-Allow-Origin"] = origin
@@ -131,10 +141,9 @@ async def accept_signature(
     writer: SignatureWriter,
     petitions: PetitionCache,
     policy: AbusePolicy,
-    settings: SigningSettings,
     ip: str | None,
     now: datetime,
-) -> SignatureAccepted:
+) -> SignOutcome:
     """What both ways in (this route, and fast_sign's lean path) do with a request body."""
     valid = validate_signature(
         SignatureInput(
@@ -149,9 +158,21 @@ async def accept_signature(
             leaderboard_consent=body.leaderboard_consent,
         )
     )
-    outcome = await sign_petition(writer, petitions, policy, slug, valid, ip, now)
+    return await sign_petition(writer, petitions, policy, slug, valid, ip, now)
+
+
+def signature_accepted(public_base_url: str, slug: str, status: SignStatus) -> SignatureAccepted:
+    """The answer to an accepted signature: the same for every signer of a petition (and
+    for a duplicate), so fast_sign.py keeps it encoded (`accepted_json`)."""
     return SignatureAccepted(
-        status=outcome.status,
-        share_url=petition_url(settings, slug),
-        message=accepted_message(outcome),
+        status=status,
+        share_url=petition_page(public_base_url, slug),  # never a personal link
+        message=accepted_message(SignOutcome(status)),
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def accepted_json(public_base_url: str, slug: str, status: SignStatus) -> bytes:
+    """`signature_accepted` as JSON bytes, made once per petition and status. Only slugs
+    of petitions that exist get here (the petition was found), and the cache is bounded."""
+    return signature_accepted(public_base_url, slug, status).model_dump_json().encode()

@@ -3,32 +3,44 @@
 Measured under load (py-spy, closed loop), FastAPI's routing, dependency solving and
 response machinery took over half of signing's CPU per request, and our own work
 (validation, the write) under a third. A surge is almost only this one request, so it
-gets a bare ASGI handler in front of the router, as the counter's live streams do.
+gets a bare ASGI handler in front of everything, as the counter's live streams do.
 
 It changes nothing a client can see. The route stays in FastAPI (documented, and the
-path everything unusual takes), and the lean path hands a request back to it whenever
-it would answer differently: a body that does not parse into `SignatureRequest` (so
-the 422 has FastAPI's exact shape), a cross-origin request (CORS headers), a non-JSON
-body. Those hand-overs happen before anything is recorded, so nothing is done twice.
-After that point, an error is answered by the app's own exception handlers, exactly as
-the route's would be. Our middlewares (request id, metrics, body limit, security
-headers, shedding) wrap both paths alike.
+path everything unusual takes), and the lean path hands a request back to the whole
+app whenever it would answer differently: over capacity (ShedWhenBusy answers the 503),
+a body without a declared length or over the limit (BodySizeLimit answers the 413), a
+body that does not parse into `SignatureRequest` (so the 422 has FastAPI's exact shape),
+a cross-origin request (CORS headers), a non-JSON body. Those hand-overs happen before
+anything is recorded, so nothing is done twice.
+
+Why it sits outermost rather than just before the router: the eleven ASGI layers around
+it (ours and Starlette's) each cost a call and a wrapped `send` per request, about a
+tenth of signing's CPU. What the ones that matter do for a signing request, it does
+itself with their own helpers, so each rule has one copy: the request id bound and
+echoed (`bind_request_id`), metrics and the request log (`record_request`), the
+security headers (`with_security_headers`), a logged 500 for what no handler claims
+(`answer_unexpected`); errors are answered by the app's own exception handlers, exactly
+as the route's would be.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI, Request
 from groundswell_runtime.client_address import client_address
+from groundswell_runtime.correlation import bind_request_id
+from groundswell_runtime.ops import RequestLogPolicy, record_request
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from groundswell_signing.entrypoints.http.api import accept_signature
+from groundswell_signing.entrypoints.http.api import accept_signature, accepted_json
 from groundswell_signing.entrypoints.http.schemas import SignatureRequest
+from groundswell_signing.entrypoints.http.security import answer_unexpected, with_security_headers
 
 PATH = re.compile(r"^/api/petitions/(?P<slug>[^/]+)/signatures$")
 # What the router would leave in the scope: the route template labels the metrics.
@@ -37,8 +49,12 @@ _HEADERS = [(b"content-type", b"application/json")]
 
 
 class FastSign:
-    def __init__(self, app: ASGIApp) -> None:
+    """Outermost: `app` is the whole app (every middleware and the router)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.request_log = RequestLogPolicy.from_environment()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = (
@@ -46,8 +62,13 @@ class FastSign:
             if scope["type"] == "http" and scope["method"] == "POST"
             else None
         )
-        if match is None or not _plain_json(scope["headers"]):
+        if match is None or not self._plain(scope["headers"]):
             await self.app(scope, receive, send)
+            return
+        app: FastAPI = scope["app"]
+        service = app.state.service
+        if service.overloaded():
+            await self.app(scope, receive, send)  # ShedWhenBusy refuses it
             return
         body = await _read_body(receive)
         try:
@@ -55,23 +76,83 @@ class FastSign:
         except ValidationError:
             await self.app(scope, _replay(body, receive), send)
             return
+        await self._sign(scope, receive, send, app, request, match["slug"], body)
+
+    def _plain(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """A same-origin JSON request whose declared length is within the limit (the
+        HTTP parser holds the body to it): anything else takes the whole app."""
+        content_type = _header(headers, b"content-type") or ""
+        length = _header(headers, b"content-length")
+        return (
+            content_type.startswith("application/json")
+            and _header(headers, b"origin") is None
+            and _header(headers, b"transfer-encoding") is None
+            and length is not None
+            and length.isdigit()
+            and int(length) <= self.max_body_bytes
+        )
+
+    async def _sign(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        app: FastAPI,
+        request: SignatureRequest,
+        slug: str,
+        body: bytes,
+    ) -> None:
+        started = time.perf_counter()
         scope["route"] = ROUTE
-        app: FastAPI = scope["app"]
+        request_id = bind_request_id(scope["headers"])
+        status = 500  # what is recorded if nothing answers (as RequestMetricsMiddleware)
+        responded = False
+
+        async def secured(message: Message) -> None:
+            await send(with_security_headers(message))
+
+        async def respond(message: Message) -> None:
+            nonlocal status, responded
+            if message["type"] == "http.response.start":
+                status, responded = message["status"], True
+                message["headers"] = [*message.get("headers", ()), request_id]
+            await secured(message)
+
+        try:
+            await self._answer(scope, receive, respond, app, request, slug, body)
+        except BaseException as exc:
+            record_request(self.request_log, scope, status, started)
+            if not isinstance(exc, Exception):
+                raise
+            await answer_unexpected(scope, exc, secured, started=responded)
+            return
+        record_request(self.request_log, scope, status, started)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        app: FastAPI,
+        request: SignatureRequest,
+        slug: str,
+        body: bytes,
+    ) -> None:
         service = app.state.service
+        settings = service.settings
         peer = scope.get("client")
         ip = client_address(
             peer[0] if peer else None,
             _header(scope["headers"], b"x-forwarded-for"),
-            service.settings.trusted_proxies,
+            settings.trusted_proxies,
         )
         try:
-            answer = await accept_signature(
+            outcome = await accept_signature(
                 request,
-                match["slug"],
+                slug,
                 service.writer,
                 service.petitions,
                 service.policy,
-                service.settings,
                 ip,
                 datetime.now(UTC),
             )
@@ -82,7 +163,7 @@ class FastSign:
             response = await handler(Request(scope, _replay(body, receive)), exc)
             await response(scope, receive, send)
             return
-        payload = answer.model_dump_json().encode()
+        payload = accepted_json(settings.public_base_url, slug, outcome.status)
         await send(
             {
                 "type": "http.response.start",
@@ -93,17 +174,23 @@ class FastSign:
         await send({"type": "http.response.body", "body": payload})
 
 
+def install_fast_sign(app: FastAPI, max_body_bytes: int) -> None:
+    """Put `FastSign` outside every middleware, Starlette's own included: `add_middleware`
+    can only reach inside Starlette's error middleware, so it wraps the stack the app
+    builds on its first request."""
+    build = app.build_middleware_stack
+
+    def build_with_fast_sign() -> ASGIApp:
+        return FastSign(build(), max_body_bytes)
+
+    app.build_middleware_stack = build_with_fast_sign  # type: ignore[method-assign]
+
+
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-def _plain_json(headers: list[tuple[bytes, bytes]]) -> bool:
-    """A same-origin JSON request: anything else takes the full route."""
-    content_type = _header(headers, b"content-type") or ""
-    return content_type.startswith("application/json") and _header(headers, b"origin") is None
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -110,14 +110,28 @@ def page_headers(counter_public_url: str, *, embeddable: bool, secret_url: bool)
     return headers
 
 
+SECURITY_DEFAULTS = (
+    (b"x-content-type-options", b"nosniff"),
+    # Share links carry ?ref=: other sites see our origin, never the full address.
+    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+)
+
+
+def with_security_headers(message: Message) -> Message:
+    """The defaults added to a response start that does not set its own (the one rule,
+    for `SecurityHeaders` and the lean signing path, fast_sign.py)."""
+    if message["type"] == "http.response.start":
+        headers = list(message.get("headers", ()))
+        present = {name.lower() for name, _ in headers}
+        headers += [(k, v) for k, v in SECURITY_DEFAULTS if k not in present]
+        message["headers"] = headers
+    return message
+
+
 class SecurityHeaders:
     """`nosniff` and a referrer policy on every response that does not set its own."""
 
-    DEFAULTS = (
-        (b"x-content-type-options", b"nosniff"),
-        # Share links carry ?ref=: other sites see our origin, never the full address.
-        (b"referrer-policy", b"strict-origin-when-cross-origin"),
-    )
+    DEFAULTS = SECURITY_DEFAULTS
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -128,12 +142,7 @@ class SecurityHeaders:
             return
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                headers += [(k, v) for k, v in self.DEFAULTS if k not in present]
-                message["headers"] = headers
-            await send(message)
+            await send(with_security_headers(message))
 
         await self.app(scope, receive, send_with_headers)
 
@@ -162,28 +171,34 @@ class UnexpectedErrors:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            route = scope.get("route")
-            log.error(
-                "unhandled_error",
-                error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                method=scope.get("method"),
-                route=getattr(route, "path", None),  # the template: /p/{slug}, no values
-                where=[
-                    f"{frame.filename}:{frame.lineno} in {frame.name}"
-                    for frame in traceback.extract_tb(exc.__traceback__)[-8:]
-                ],
-            )
-            if started:
-                return  # uvicorn closes a response that was cut short
-            body = json.dumps({"detail": "Internal error; it has been logged."}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await answer_unexpected(scope, exc, send, started=started)
+
+
+async def answer_unexpected(scope: Scope, exc: Exception, send: Send, *, started: bool) -> None:
+    """`UnexpectedErrors`' answer (also the lean signing path's): the exception logged by
+    type and place only, and a 500 unless a response had already started."""
+    route = scope.get("route")
+    log.error(
+        "unhandled_error",
+        error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        method=scope.get("method"),
+        route=getattr(route, "path", None),  # the template: /p/{slug}, no values
+        where=[
+            f"{frame.filename}:{frame.lineno} in {frame.name}"
+            for frame in traceback.extract_tb(exc.__traceback__)[-8:]
+        ],
+    )
+    if started:
+        return  # uvicorn closes a response that was cut short
+    body = json.dumps({"detail": "Internal error; it has been logged."}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,171 @@
+"""The lean signing path (fast_sign.py) sits outside every middleware: it must answer as
+the whole app does, with the request id, security headers, metrics, shedding and the
+logged 500 those middlewares give every other request."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from groundswell_signing.entrypoints.http.app import create_app
+from groundswell_signing.service_layer.group_commit import Attempt, SignatureWriter
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import SettingsFactory
+
+ROUTE = "/api/petitions/{slug}/signatures"
+
+
+@pytest.fixture
+async def app(topics: None, signing_settings: SettingsFactory) -> AsyncIterator[FastAPI]:
+    app = create_app(signing_settings())
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def client(app: FastAPI) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://signing.test")
+
+
+def body() -> dict[str, Any]:
+    return {
+        "name": "Ada Lovelace",
+        "email": f"ada-{uuid.uuid4().hex[:8]}@example.org",
+        "postcode": "OX1 2JD",
+        "country": "GB",
+        "contact_consent": True,
+    }
+
+
+async def new_petition(http: httpx.AsyncClient) -> str:
+    from .conftest import ADMIN
+
+    slug = f"p-{uuid.uuid4().hex[:10]}"
+    response = await http.post(
+        "/api/admin/petitions",
+        json={
+            "slug": slug,
+            "title": "Let local public health teams run contact tracing",
+            "target": "The Secretary of State for Health",
+            "body": "Local teams know their communities.",
+            "requires_confirmation": False,
+        },
+        headers=ADMIN,
+    )
+    assert response.status_code == 201, response.text
+    return slug
+
+
+async def signing_requests(http: httpx.AsyncClient, status: str) -> float:
+    text = (await http.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "groundswell_http_requests_total"
+                and labels.get("route") == ROUTE
+                and labels.get("method") == "POST"
+                and labels.get("status") == status
+            ):
+                return sample.value
+    return 0.0
+
+
+async def chunked(data: bytes) -> AsyncIterator[bytes]:
+    """A body without a declared length: the lean path leaves it to the FastAPI route."""
+    yield data
+
+
+async def test_the_lean_path_answers_as_the_route_does(app: FastAPI) -> None:
+    async with client(app) as http:
+        slug = await new_petition(http)
+        url = f"/api/petitions/{slug}/signatures"
+        before = await signing_requests(http, "202")
+        lean = await http.post(url, json=body(), headers={"X-Request-ID": "lean-1"})
+        routed = await http.post(
+            url,
+            content=chunked(httpx.Request("POST", url, json=body()).content),
+            headers={"X-Request-ID": "route-1", "Content-Type": "application/json"},
+        )
+        after = await signing_requests(http, "202")
+    assert "content-length" in lean.request.headers
+    assert "content-length" not in routed.request.headers
+    assert lean.status_code == routed.status_code == 202
+    assert lean.json() == routed.json()
+    for response, request_id in ((lean, "lean-1"), (routed, "route-1")):
+        assert response.headers["x-request-id"] == request_id
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "strict-origin-when-cross-origin"
+    assert after - before == 2
+
+
+async def test_over_capacity_the_lean_path_is_shed_with_retry_after(app: FastAPI) -> None:
+    service = app.state.service
+    working = service.writer
+    # Every writer busy: one request has waited longer than the queue allows.
+    stuck = SignatureWriter(None, flag_over_limit=False, max_queue_age=0.001)  # type: ignore[arg-type]
+    waiting = asyncio.ensure_future(
+        stuck.submit(
+            Attempt(
+                row={},
+                petition=None,  # type: ignore[arg-type]
+                hits=[],
+                confirmation_token=None,
+                withdraw_token="t",
+                correlation_id=None,
+                now=datetime.now(UTC),
+            )
+        )
+    )
+    await asyncio.sleep(0.01)
+    async with client(app) as http:
+        slug = await new_petition(http)
+        service.writer = stuck
+        try:
+            refused = await http.post(f"/api/petitions/{slug}/signatures", json=body())
+        finally:
+            service.writer = working
+            waiting.cancel()
+        count = await service.pool.fetchval(
+            "SELECT count(*) FROM signing.signatures s JOIN signing.petitions p "
+            "ON p.id = s.petition_id WHERE p.slug = $1",
+            slug,
+        )
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.headers["x-content-type-options"] == "nosniff"
+    assert "nothing was recorded" in refused.json()["detail"]
+    assert count == 0
+
+
+class Broken:
+    async def get(self, slug: str) -> Any:
+        raise RuntimeError("ada@example.org")  # a message that must not reach a client
+
+
+async def test_an_unexpected_error_on_the_lean_path_is_a_500_with_security_headers(
+    app: FastAPI,
+) -> None:
+    service = app.state.service
+    petitions = service.petitions
+    async with client(app) as http:
+        slug = await new_petition(http)
+        before = await signing_requests(http, "500")
+        service.petitions = Broken()
+        try:
+            response = await http.post(f"/api/petitions/{slug}/signatures", json=body())
+        finally:
+            service.petitions = petitions
+        after = await signing_requests(http, "500")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal error; it has been logged."}
+    assert "ada@example.org" not in response.text
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert after - before == 1

@@ -1,0 +1,61 @@
+"""Group commit lets a small batch gather before it is written (fewer transactions)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+from groundswell_signing.service_layer.group_commit import (
+    Attempt,
+    Result,
+    SignatureWriter,
+    _settle,
+)
+
+
+def attempt() -> Attempt:
+    return Attempt(
+        row={},
+        petition=SimpleNamespace(),  # type: ignore[arg-type]
+        hits=[],
+        confirmation_token=None,
+        withdraw_token="t",
+        correlation_id=None,
+        now=datetime.now(UTC),
+    )
+
+
+class RecordingWriter(SignatureWriter):
+    """Writes nothing: records each batch it would write and answers it."""
+
+    def __init__(self, gather: float) -> None:
+        super().__init__(None, flag_over_limit=False, writers=1, gather=gather)  # type: ignore[arg-type]
+        self.batches: list[int] = []
+        self._last_prune = time.monotonic()  # no rate counters to prune here
+
+    async def _write(self, batch: list[Attempt]) -> None:
+        self.batches.append(len(batch))
+        for a in batch:
+            _settle(a, result=Result("recorded"))
+
+
+async def three_in_a_row(writer: RecordingWriter) -> list[int]:
+    running = asyncio.ensure_future(writer.run())
+    first = asyncio.ensure_future(writer.submit(attempt()))
+    await asyncio.sleep(0)  # the writer wakes for the first one
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(writer.submit(attempt())) for _ in range(2)]
+    results = await asyncio.gather(first, *rest)
+    running.cancel()
+    assert {r.verdict for r in results} == {"recorded"}
+    return writer.batches
+
+
+async def test_without_gathering_the_first_request_goes_alone() -> None:
+    assert await three_in_a_row(RecordingWriter(gather=0)) == [1, 2]
+
+
+async def test_with_gathering_requests_close_together_share_a_transaction() -> None:
+    assert await three_in_a_row(RecordingWriter(gather=0.2)) == [3]
