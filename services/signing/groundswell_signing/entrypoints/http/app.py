@@ -25,6 +25,7 @@ from groundswell_signing.entrypoints.http.security import SecurityHeaders, Unexp
 from groundswell_signing.entrypoints.http.shedding import ShedWhenBusy
 from groundswell_signing.entrypoints.relay import RelaySettings, new_relay
 from groundswell_signing.migrations import MIGRATIONS
+from groundswell_signing.service_layer.backlog import OutboxBacklog
 from groundswell_signing.service_layer.group_commit import SignatureWriter
 from groundswell_signing.service_layer.petitions import CountCache, PetitionCache
 from groundswell_signing.service_layer.signing import AbusePolicy
@@ -88,6 +89,7 @@ class SigningService(Service):
     writer: SignatureWriter
     petitions: PetitionCache
     counts: CountCache
+    backlog: OutboxBacklog
 
     def __init__(self, settings: SigningSettings) -> None:
         check_admin_token(settings)
@@ -121,11 +123,14 @@ class SigningService(Service):
         )
         self.petitions = PetitionCache(pool)
         self.counts = CountCache(pool)
+        self.backlog = OutboxBacklog(pool, limit=settings.max_outbox_age_ms / 1000)
+        self.add_loop("outbox-backlog", self.backlog.run)
         self.add_loop("signature-writer", self.writer.run)
         settle_heap()
 
     def overloaded(self) -> bool:
-        return self.writer.overloaded()
+        """Over capacity: the writer's queue is long or old, or the outbox is behind."""
+        return self.writer.overloaded() or self.backlog.behind()
 
 
 def create_app(settings: SigningSettings) -> FastAPI:
