@@ -41,7 +41,6 @@ import asyncpg
 import structlog
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
-from starlette.types import ASGIApp
 
 from groundswell_runtime.background import ConsumerLoop, cancel_and_wait, supervise
 from groundswell_runtime.correlation import install_request_id_middleware
@@ -218,7 +217,6 @@ def service_app(
     *,
     title: str,
     description: str,
-    innermost: Sequence[Callable[..., ASGIApp]] = (),
 ) -> FastAPI:
     """The service's FastAPI app, whose lifespan runs the service (`ops_app` for the rest).
     The caller adds its routers and any outer middlewares; `app.state.service` is the
@@ -237,7 +235,6 @@ def service_app(
         description=description,
         checks=service.checks,
         lifespan=lifespan,
-        innermost=innermost,
     )
     app.state.service = service
     return app
@@ -249,15 +246,12 @@ def ops_app(
     description: str,
     checks: Mapping[str, ReadinessCheck],
     lifespan: Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]] | None = None,
-    innermost: Sequence[Callable[..., ASGIApp]] = (),
 ) -> FastAPI:
     """A FastAPI app with what every service's has: `/healthz`, `/readyz` (the given
     checks), `/metrics`, offline `/docs`, request ids and request logs, and a database that
     is briefly away answered 503 with Retry-After.
 
     The counter uses it alone: faust, not a lifespan, runs its parts (entrypoints/worker.py).
-    `innermost` middlewares sit just outside the router, inside the ops and request-id
-    ones, so what they answer is measured and logged like any route.
     """
     app = FastAPI(
         title=title,
@@ -269,8 +263,6 @@ def ops_app(
         # nobody configured. Metrics are Prometheus (ops.py); logs are structlog.
         telemetry=NO_TELEMETRY,
     )
-    for middleware in innermost:
-        app.add_middleware(middleware)
     install_ops(app, checks)
     install_request_id_middleware(app)
     install_database_unavailable_handler(app)
