@@ -373,3 +373,39 @@ async def test_a_batch_that_cannot_be_applied_stops_the_worker_for_a_replay(
     with pytest.raises(Exited):
         await counter._count(Stream())  # type: ignore[arg-type]
     assert codes == [75]
+
+
+async def test_a_last_record_faust_never_delivers_is_read_back_and_counted(
+    counter: CounterWorker, signatures: Partition
+) -> None:
+    """A skipped record with no later one: no gap ever shows, the tail check finds it."""
+
+    petition = uuid.uuid4()
+    records = [signatures.append(created(petition)) for _ in range(5)]
+    await counter.apply_batch(delivered(*records[:3]))  # 3 and 4 fetched, never delivered
+    owned = [(signatures.topic, 0)]
+    await counter.counting.fill_stalled_tails(owned)  # faust may still deliver them
+    assert counter.fetched == []  # type: ignore[attr-defined]
+    await counter.counting.fill_stalled_tails(owned)  # no progress since: read them back
+    assert counter.fetched == [(3, 5)]  # type: ignore[attr-defined]
+    await counter.apply_batch(delivered(records[4]))  # delivered after all: a replay
+    await counter.counting.fill_stalled_tails(owned)  # caught up: nothing more to read
+    record = counter.counting.petition(petition)
+    assert record is not None and record.tally.signatures == 5
+    assert counter.fetched == [(3, 5)]  # type: ignore[attr-defined]
+
+
+async def test_a_partition_that_moves_on_between_checks_is_left_to_faust(
+    counter: CounterWorker, signatures: Partition
+) -> None:
+    petition = uuid.uuid4()
+    records = [signatures.append(created(petition)) for _ in range(6)]
+    owned = [(signatures.topic, 0)]
+    await counter.apply_batch(delivered(*records[:2]))
+    await counter.counting.fill_stalled_tails(owned)
+    await counter.apply_batch(delivered(records[2]))  # progress: faust is delivering
+    await counter.counting.fill_stalled_tails(owned)
+    assert counter.fetched == []  # type: ignore[attr-defined]
+    await counter.apply_batch(delivered(*records[3:]))
+    record = counter.counting.petition(petition)
+    assert record is not None and record.tally.signatures == 6

@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 import structlog
+from aiokafka.errors import KafkaError
 from groundswell_runtime.kafka import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from prometheus_client import Histogram
 
@@ -46,6 +47,9 @@ BATCH_SECONDS = Histogram(
 )
 
 TABLE_NAME = "counter-state"
+# How often partitions are checked for records faust fetched but never delivered
+# (`Counting.fill_stalled_tails`): a record so skipped is counted within two of these.
+TAIL_CHECK_SECONDS = 5.0
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: restart me; the restart replays from the last commit
 
 
@@ -111,6 +115,7 @@ class CounterWorker:
         self.app.timer(settings.coalesce_interval_seconds, name="publish-counts")(
             self.snapshots.publish_dirty
         )
+        self.app.timer(TAIL_CHECK_SECONDS, name="fill-stalled-tails")(self._fill_stalled_tails)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self.table.on_recover(self._on_recovered)
 
@@ -143,10 +148,29 @@ class CounterWorker:
         self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any
     ) -> None:
         # Publish what this worker knows before the new owner publishes anything:
-        # a snapshot sent after the handover could overwrite a newer one.
-        await self.snapshots.publish_dirty()
-        await self.publisher.flush()
-        self.counting.forget()
+        # a snapshot sent after the handover could overwrite a newer one. No batch
+        # is applied meanwhile (a tail check runs outside faust's agent).
+        async with self.counting.exclusive():
+            await self.snapshots.publish_dirty()
+            await self.publisher.flush()
+            self.counting.forget()
+
+    async def _fill_stalled_tails(self) -> None:
+        if not self.recovered or self.app.rebalancing:
+            return
+        owned = owned_partitions(self.app, self._sources)
+        try:
+            await self.counting.fill_stalled_tails(
+                (topic, partition) for topic in self._sources for partition in owned
+            )
+        except RestartRequired:
+            os._exit(EXIT_TEMPFAIL)  # logged where raised; as in `_count`
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # Reading the tail back failed (the broker away): the next check retries.
+            log.warning("tail_check_failed", error=type(exc).__name__)
+        except Exception:
+            log.critical("batch_failed", exc_info=True)
+            os._exit(EXIT_TEMPFAIL)
 
     async def _on_recovered(self) -> None:
         # A worker killed between applying events and publishing their snapshot

@@ -10,7 +10,8 @@ when all are acknowledged: faust may commit the batch's offsets as soon as it re
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -73,7 +74,8 @@ EVENTS = Counter(
 MILESTONES = Counter("groundswell_counter_milestones_total", "MilestoneReached announced")
 OUT_OF_SEQUENCE = Counter(
     "groundswell_counter_out_of_sequence_total",
-    "Source records delivered out of sequence (replayed: skipped; gap: read back and applied)",
+    "Source records delivered out of sequence (replayed: skipped; gap, or tail never"
+    " delivered: read back and applied)",
     ["kind"],
 )
 
@@ -122,10 +124,24 @@ class Counting:
         # truth, so both are dropped whenever partitions move (`forget`).
         self._petitions: dict[UUID, PetitionRecord] = {}
         self._watermarks: dict[tuple[Source, int], _Mark | None] = {}
+        # One batch at a time: faust's agent and the tail check (`fill_stalled_tails`)
+        # share the records above; the rebalance waits for it too (`exclusive`).
+        self._lock = asyncio.Lock()
+        # Partitions whose watermark was behind their high-water mark at the last tail
+        # check, with that watermark.
+        self._behind: dict[tuple[str, int], int] = {}
+        # Bumped by `forget`: a tail read back across a rebalance is not applied.
+        self._generation = 0
+
+    def exclusive(self) -> asyncio.Lock:
+        """Held while a batch is applied; hold it to keep batches out (rebalances)."""
+        return self._lock
 
     def forget(self) -> None:
         self._petitions.clear()
         self._watermarks.clear()
+        self._behind.clear()
+        self._generation += 1
 
     def petition(self, petition_id: UUID) -> PetitionRecord | None:
         record = self._petitions.get(petition_id)
@@ -136,6 +152,42 @@ class Counting:
         return record
 
     async def apply_batch(self, records: Sequence[SourceRecord]) -> None:
+        async with self._lock:
+            await self._apply_batch(records)
+
+    async def fill_stalled_tails(self, owned: Iterable[tuple[str, int]]) -> None:
+        """Apply records faust fetched but never delivered, at the end of a partition.
+
+        faust has been seen to skip records around a rebalance. A skipped record is
+        found as a gap when a later record of its partition arrives (`_deliver`); a
+        skipped *last* record has no later one, and would stay uncounted until the next
+        signature. So, called periodically: a partition whose watermark is behind the
+        high-water mark faust's consumer fetched, and was behind at the same watermark
+        at the previous call too (faust delivers in well under the interval), has the
+        records in between read back and applied. Safe whenever it runs: the watermark
+        makes a record applied here a replay when faust delivers it after all.
+        """
+        generation = self._generation
+        stalled: list[tuple[str, int, int, int]] = []
+        for topic, partition in owned:
+            mark = self._watermark(self._sources[topic], partition)
+            highwater = self._highwater(topic, partition)
+            if mark is None or highwater is None or highwater <= mark[0] + 1:
+                self._behind.pop((topic, partition), None)
+            elif self._behind.get((topic, partition)) != mark[0]:
+                self._behind[(topic, partition)] = mark[0]
+            else:
+                stalled.append((topic, partition, mark[0] + 1, highwater))
+        for topic, partition, start, end in stalled:
+            log.warning("source_tail_stalled", topic=topic, partition=partition, after=start - 1)
+            async for chunk in self._gaps.skipped(topic, partition, start, end):
+                async with self._lock:
+                    if self._generation != generation:
+                        return  # partitions moved while reading: the new owner's now
+                    OUT_OF_SEQUENCE.labels("tail").inc(len(chunk))
+                    await self._apply_batch(chunk)
+
+    async def _apply_batch(self, records: Sequence[SourceRecord]) -> None:
         batch = _Batch()
         for record in records:
             await self._deliver(record, batch)
