@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
 from groundswell_signing.domain.signatures import (
     SignatureError,
     SignatureInput,
     canonical_email,
+    check_email,
     check_name,
     check_postcode,
     validate_signature,
@@ -92,3 +94,84 @@ def test_valid_signature() -> None:
     assert valid.email == "Ada.L+x@gmail.com" and valid.email_canonical == "adal@gmail.com"
     assert (valid.postcode, valid.postcode_area, valid.country) == ("OX1 2JD", "OX", "GB")
     assert valid.ref == "abc_123" and valid.source is None
+
+
+def _library_verdict(typed: str) -> tuple[str, str] | str:
+    """What email_validator alone says, in `check_email`'s terms (its check before)."""
+    if len(typed.strip()) > 254:
+        return "Email must be 254 characters or fewer"
+    try:
+        parsed = validate_email(typed.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        return f"Enter a valid email address ({exc})"
+    return canonical_email(parsed.normalized), parsed.domain.lower()
+
+
+def _verdict(typed: str) -> tuple[str, str] | str:
+    try:
+        _, canonical, domain = check_email(typed)
+    except ValueError as exc:
+        return str(exc)
+    return canonical, domain
+
+
+_LOCALS = [
+    "john",
+    "John.Smith",
+    "j.o.h.n",
+    "a+tag",
+    "x_y-z",
+    "o'brien",
+    "{weird}|~`^",
+    "a" * 64,
+    "a" * 65,
+    ".lead",
+    "trail.",
+    "dou..ble",
+    "",
+    "sp ace",
+    '"quoted"',
+    "ünïcode",
+    "Postmaster",
+    "a@b",
+    "tab\tbed",
+    "semi;colon",
+    "ABUSE",
+]
+_DOMAINS = [
+    "example.org",
+    "Gmail.COM",
+    "googlemail.com",
+    "sub.domain.co.uk",
+    "x.io",
+    "a-b.com",
+    "-lead.com",
+    "trail-.com",
+    "no_underscore.com",
+    "localhost",
+    "host.local",
+    "site.test",
+    "a.invalid",
+    "xn--bcher-kva.de",
+    "bücher.de",
+    "1.2.3.4",
+    "[127.0.0.1]",
+    "num.123",
+    "a." + "b" * 63 + ".com",
+    "a." + "b" * 64 + ".com",
+    "dot.",
+    ".dot.com",
+    "two..dots.com",
+    "single",
+    "UPPER.CASE.ORG",
+    "x" * 250 + ".com",
+    "example.onion",
+    "corp.internal",
+]
+
+
+@pytest.mark.parametrize("local", _LOCALS)
+def test_plain_addresses_get_exactly_the_libraries_verdict(local: str) -> None:
+    for domain in _DOMAINS:
+        for typed in (f"{local}@{domain}", f"  {local}@{domain} "):
+            assert _verdict(typed) == _library_verdict(typed), typed
