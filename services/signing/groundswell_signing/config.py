@@ -46,9 +46,9 @@ class SigningSettings(ServiceSettings):
     max_batch: int = Field(500, ge=1)
     max_queue: int = Field(2_000, ge=1)
     max_queue_age_ms: int = Field(250, ge=1)
-    # Refuse new signatures while the outbox's oldest unpublished row is older than this
-    # (service_layer/backlog.py); 0 turns it off.
-    max_outbox_age_ms: int = Field(2_000, ge=0)
+    # Let in a shrinking share of new signatures while the outbox's oldest unpublished
+    # row is older than this (service_layer/backlog.py); 0 turns it off.
+    max_outbox_age_ms: int = Field(1_000, ge=0)
     # How long the oldest waiting signature lets its batch gather before it is written.
     gather_ms: int = Field(0, ge=0)
     # uvicorn worker processes; each has its own writer and batches.

@@ -11,18 +11,26 @@ with Retry-After, nothing recorded) keeps what is accepted fresh, and the client
 back when the backlog has drained.
 
 `OutboxBacklog` reads the oldest unpublished row a few times a second (one index probe
-on the outbox's key) and says `behind()` while it is older than the limit **and the relay
-is moving** (the oldest row changed within `STALLED_AFTER` seconds). A relay that is not
-moving at all means the broker (or the relay) is away: then signing keeps accepting, as
-it always has, since the outbox holds every signature durably until the broker is back
-(docs/operations.md); shedding would turn a broker outage into a signing outage. If the
-database cannot be read it forgets what it saw rather than shed on stale figures (the
-writer itself refuses while the database is away).
+on the outbox's key). While the relay is moving (the oldest row changed within
+`STALLED_AFTER` seconds) it lets in a *share* of new signatures (`Admission`): cut by a
+fifth at each reading that finds the oldest row older than the limit, grown back a
+little at each reading under half of it. Refusing everything while behind, as it first
+did, made the stack swing (measured at 1,000/s: the relay caught up as soon as signing
+stopped taking in, signing let everything in again, the outbox aged past the limit
+within seconds, and only 375 signatures a second got in); the share instead settles
+near what the relay and the consumers pass on, the rest being refused at once.
+
+A relay that is not moving at all means the broker (or the relay) is away: then signing
+lets everything in, as it always has, since the outbox holds every signature durably
+until the broker is back (docs/operations.md); shedding would turn a broker outage into
+a signing outage. If the database cannot be read it forgets what it saw rather than
+shed on stale figures (the writer itself refuses while the database is away).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import asyncpg
@@ -34,22 +42,46 @@ from groundswell_signing.adapters.repository import SCHEMA
 STALLED_AFTER = 5.0
 
 
-def behind(age: float, since_moved: float, limit: float) -> bool:
-    """Shed: the oldest unpublished row is older than `limit` while the relay is moving."""
-    return limit > 0 and age > limit and since_moved < STALLED_AFTER
+# Per reading (4 a second): behind, the share falls by a fifth (to half in ~0.8 s);
+# caught up, it grows back by 1/40 (from half to all in ~5 s). Some always get in, so the
+# share can tell when the stack keeps up again.
+DECREASE = 0.8
+INCREASE = 0.025
+MIN_SHARE = 0.05
+
+
+class Admission:
+    """The share of new signatures to let in, from successive readings of the backlog."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.share = 1.0
+
+    def observe(self, age: float, since_moved: float) -> None:
+        if self.limit <= 0 or since_moved >= STALLED_AFTER:
+            self.share = 1.0  # turned off, or the relay is not publishing at all
+        elif age > self.limit:
+            self.share = max(MIN_SHARE, self.share * DECREASE)
+        elif age < self.limit / 2:
+            self.share = min(1.0, self.share + INCREASE)
+
+    def admits(self, draw: float) -> bool:
+        """`draw`: uniform in [0, 1)."""
+        return draw < self.share
 
 
 class OutboxBacklog:
     def __init__(self, pool: asyncpg.Pool, *, limit: float, interval: float = 0.25) -> None:
         self._pool = pool
-        self._limit = limit
         self._interval = interval
+        self.admission = Admission(limit)
         self.age = 0.0
         self._oldest: int | None = None
         self._moved_at = -STALLED_AFTER  # not seen moving yet
 
     def behind(self) -> bool:
-        return behind(self.age, time.monotonic() - self._moved_at, self._limit)
+        """Refuse this signature (a random draw against the share let in)."""
+        return not self.admission.admits(random.random())  # noqa: S311 (not a secret)
 
     async def run(self) -> None:
         """Runs until cancelled (under `supervise`, restarted after a failure)."""
@@ -67,6 +99,8 @@ class OutboxBacklog:
                     self._moved_at = time.monotonic()
                 self._oldest = oldest
                 self.age = float(row["age"]) if row else 0.0
+                self.admission.observe(self.age, time.monotonic() - self._moved_at)
                 await asyncio.sleep(self._interval)
         finally:
             self.age = 0.0
+            self.admission.share = 1.0
