@@ -47,8 +47,10 @@ class ManagedProcess:
         log_path: Path | None = None,
         stop_timeout: float = 10.0,
         cwd: Path | None = None,
+        niceness: int = 0,
     ) -> None:
         self.name = name
+        self.niceness = niceness
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
         self.log_path = log_path
@@ -70,6 +72,10 @@ class ManagedProcess:
             start_new_session=True,
             cwd=self.cwd,
         )
+        if self.niceness:
+            # Relative to ours, and before it starts any worker of its own: they inherit it.
+            own = os.getpriority(os.PRIO_PROCESS, 0)
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, min(own + self.niceness, 19))
         return self
 
     @property

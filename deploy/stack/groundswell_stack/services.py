@@ -22,6 +22,8 @@ class ServiceSpec:
     command: tuple[str, ...]
     port_env: str
     port: int
+    # CPU priority (nice): what can wait yields the cores to what cannot (`PRIORITY`).
+    niceness: int = 0
 
     @property
     def url(self) -> str:
@@ -47,6 +49,17 @@ def relay_port(env: Mapping[str, str]) -> int:
     return port
 
 
+# Who gets the cores when a surge asks for more than there are. A signer is waiting
+# on signing; the count is watched live (counter, and the relay that feeds both); an
+# email or a share-link attribution a minute late harms nobody. Measured at 1,000
+# signatures/s on 2 cores (docs/performance.md), with everyone equal the stack needed
+# ~2.2 cores: every process slowed alike and signing's answers took seconds. With the
+# mailer and sharing niced they fall behind during the surge and catch up after it (the
+# thank-you target is minutes), and the rest keeps its pace. docker-compose says the
+# same with `cpu_shares`.
+PRIORITY = {"mailer": 10, "sharing": 5}
+
+
 def service_specs(env: Mapping[str, str]) -> list[ServiceSpec]:
     def port(name: str, default: int) -> int:
         return int(env.get(name, default))
@@ -62,10 +75,18 @@ def service_specs(env: Mapping[str, str]) -> list[ServiceSpec]:
             "counter", ("groundswell-counter", "serve"), "COUNTER_PORT", port("COUNTER_PORT", 8002)
         ),
         ServiceSpec(
-            "mailer", ("groundswell-mailer", "serve"), "MAILER_PORT", port("MAILER_PORT", 8003)
+            "mailer",
+            ("groundswell-mailer", "serve"),
+            "MAILER_PORT",
+            port("MAILER_PORT", 8003),
+            PRIORITY["mailer"],
         ),
         ServiceSpec(
-            "sharing", ("groundswell-sharing", "serve"), "SHARING_PORT", port("SHARING_PORT", 8004)
+            "sharing",
+            ("groundswell-sharing", "serve"),
+            "SHARING_PORT",
+            port("SHARING_PORT", 8004),
+            PRIORITY["sharing"],
         ),
     ]
 
@@ -104,6 +125,7 @@ def start_service(spec: ServiceSpec, env: Mapping[str, str], log_dir: Path) -> M
         log_path=log_dir / f"{spec.name}.log",
         # faust can hang on shutdown when the broker is gone; don't wait forever.
         stop_timeout=15,
+        niceness=spec.niceness,
     ).start()
 
 
