@@ -15,6 +15,7 @@ from groundswell_runtime.background import supervise
 from groundswell_runtime.consumer import EventConsumer
 from groundswell_runtime.db import Migration, migrate
 from groundswell_runtime.kafka import ensure_topics, make_consumer, make_producer
+from groundswell_runtime.outbox import LOCK_FOR_A_PASS, outbox_migration, take_batch
 from groundswell_stack.infra import Infra
 
 
@@ -109,3 +110,27 @@ async def test_a_database_that_is_away_is_waited_for_never_dead_lettered(infra: 
     finally:
         await reader.stop()
     assert not any(batch.values())  # nothing dead-lettered
+
+
+async def test_a_relay_pass_reads_the_outbox_by_plain_index_scans(fresh_database: str) -> None:
+    """Dead rows are most of an outbox between vacuums: only a plain index scan learns to
+    skip them (groundswell_runtime.outbox, `_INDEX_SCANS_ONLY`). Left to itself the planner
+    takes a bitmap scan and a sort here, which reads every dead row's page on every pass."""
+    schema = f"o{uuid.uuid4().hex[:8]}"
+    await migrate(fresh_database, schema, [outbox_migration()])
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await conn.execute(
+            f"INSERT INTO {schema}.outbox (event_id, event_type, topic, message_key, payload) "
+            "SELECT gen_random_uuid(), 'E', 't', 'k', repeat('x', 600) "
+            "FROM generate_series(1, 30000)"
+        )
+        await conn.execute(f"DELETE FROM {schema}.outbox WHERE id <= 28000")
+        explain = f"EXPLAIN {take_batch(schema)}"
+        async with conn.transaction():
+            assert await conn.fetchval(LOCK_FOR_A_PASS, 1)
+            plan = "\n".join(r[0] for r in await conn.fetch(explain, 500))
+        assert "Index Scan using outbox_pending" in plan
+        assert "Bitmap" not in plan and "Seq Scan" not in plan and "Sort" not in plan
+    finally:
+        await conn.close()
