@@ -49,18 +49,6 @@ async def claim_and_find_keys(
     return {r["event_id"]: (r["data_key"] or keys.SHREDDED) if r["known"] else None for r in rows}
 
 
-async def claim(conn: asyncpg.Connection, event_ids: Sequence[UUID]) -> set[UUID]:
-    """The events claimed now; those handled before are left out (idempotence)."""
-    if not event_ids:
-        return set()
-    rows = await conn.fetch(
-        f'INSERT INTO "{SCHEMA}".processed_events (event_id) SELECT unnest($1::uuid[]) '
-        "ON CONFLICT DO NOTHING RETURNING event_id",
-        list(event_ids),
-    )
-    return {r["event_id"] for r in rows}
-
-
 async def wait_for_keys(
     conn: asyncpg.Connection, waiting: Sequence[tuple[UUID, UUID, str]]
 ) -> None:

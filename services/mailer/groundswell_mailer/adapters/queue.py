@@ -6,6 +6,10 @@ holds with one statement every few seconds; a claim whose lease lapsed is taken 
 by the next claim. Outcomes of many emails are written in one transaction, one
 statement per kind of outcome, with their events in the outbox.
 
+No index covers `claimed_until` (migration 005), so a renewal, which changes nothing
+else, is a HOT update whenever the row's page has room: lapsed claims are found among
+the rows being sent (`emails_claims`, a few hundred per dispatcher at most).
+
 Every statement here may be repeated after a connection was lost mid-commit: the
 `status = 'sending'` guards make a repeat change nothing and enqueue no second event.
 """

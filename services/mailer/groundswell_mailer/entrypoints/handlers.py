@@ -161,13 +161,17 @@ class SignatureHandler:
     async def _keys_issued(
         self, conn: asyncpg.Connection, issued: list[tuple[DataKeyIssued, str | None]]
     ) -> list[Opened]:
-        claimed = await intake.claim(conn, [e.event_id for e, _ in issued])
+        # Not claimed in processed_events (a row and an index entry per signature): a key
+        # event is idempotent by itself. A key handed over again is not stored again
+        # (ON CONFLICT DO NOTHING), a shredded key's row stays shredded for good (its
+        # data_key NULL; keys.shred never deletes it), and nothing waits for a key that is
+        # already stored (the per-key lock: adapters/keys.py), so a redelivery takes
+        # nothing and changes nothing.
         fresh: dict[UUID, str | None] = {}
         new_keys: list[tuple[UUID, bytes]] = []
         for event, correlation_id in issued:
-            if event.event_id in claimed:
-                fresh[event.key_id] = correlation_id
-                new_keys.append((event.key_id, decode_key(event.data_key)))
+            fresh[event.key_id] = correlation_id
+            new_keys.append((event.key_id, decode_key(event.data_key)))
         opened: list[Opened] = []
         for key_id, raw, confirmed, key in await intake.store_keys_and_take_waiting(conn, new_keys):
             waiting = parse_event(raw)
