@@ -38,6 +38,24 @@ TEMPORARY_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# For the statements that take work from a queue table (the outbox relay's batch, the
+# mailer's claim): run this first in the same transaction. Rows leave such a queue by
+# being deleted or by changing status, so between two vacuums most of what its index
+# holds are entries of dead rows. A plain index scan marks an entry it finds dead (to
+# every transaction) as such, and later scans skip it; a bitmap scan never does, and
+# reads every dead row's page again, every time. The planner takes the bitmap scan and
+# a sort when it expects few rows, which is exactly when the queue is keeping up.
+# Measured on the outbox with 30,000 rows deleted and 2,000 pending: 2,811 pages read by
+# every pass, against 2,747 for the first pass and 175 for each one after it with plain
+# index scans. At 1,000 signatures a second 2,000 outbox rows die a second, and the
+# relay's passes slowed until autovacuum came round: the outbox's oldest row aged to
+# ~5 s, dropped, and aged again. The settings last until the transaction ends.
+INDEX_SCANS_ONLY = (
+    "SELECT set_config('enable_bitmapscan', 'off', true), "
+    "set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true)"
+)
+
+
 @dataclass(frozen=True)
 class Migration:
     name: str

@@ -32,7 +32,7 @@ from groundswell_contracts.headers import CORRELATION_ID, EVENT_TYPE
 from prometheus_client import Counter, Gauge
 
 from groundswell_runtime.correlation import current_correlation_id
-from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS, Migration
+from groundswell_runtime.db import INDEX_SCANS_ONLY, TEMPORARY_DATABASE_ERRORS, Migration
 from groundswell_runtime.kafka import make_producer
 
 log = structlog.get_logger()
@@ -127,26 +127,9 @@ async def enqueue_correlated(
     )
 
 
-# Every published row is deleted, so between two vacuums the outbox is mostly dead rows
-# whose index entries are still there. A plain index scan marks an entry it finds dead
-# (to every transaction) as such, and later scans skip it; a bitmap scan never does, and
-# reads every dead row's page again, on every pass. The planner picked the bitmap scan
-# and a sort for the batch (its estimate of pending rows being close to the batch size):
-# measured with 30,000 rows deleted and 2,000 pending, 2,811 pages read per pass, pass
-# after pass, against 2,747 for the first pass and 175 for each one after it with plain
-# index scans. At 1,000 signatures a second, 2,000 rows a second die, and the relay's
-# passes grew slower until autovacuum came round (the outbox's oldest row aged to ~5 s
-# and dropped, again and again). So the pass turns the alternatives off, for itself only.
-_INDEX_SCANS_ONLY = (
-    "set_config('enable_bitmapscan', 'off', true)",
-    "set_config('enable_seqscan', 'off', true)",
-    "set_config('enable_sort', 'off', true)",
-)
-LOCK_FOR_A_PASS = (
-    "SELECT pg_try_advisory_xact_lock($1) FROM (SELECT "
-    + ", ".join(_INDEX_SCANS_ONLY)
-    + ") AS settings"
-)
+# The pass takes its batch by plain index scans: the outbox is mostly dead rows between
+# two vacuums (`db.INDEX_SCANS_ONLY` says why and what was measured).
+LOCK_FOR_A_PASS = f"SELECT pg_try_advisory_xact_lock($1) FROM ({INDEX_SCANS_ONLY}) AS settings"
 
 
 def take_batch(schema: str) -> str:
@@ -228,8 +211,7 @@ class OutboxRelay:
             self._broker_prepared = True
         await self._ensure_producer()
         async with self._pool.acquire() as conn, conn.transaction():
-            # With the lock, in the same round trip: plain index scans for this pass
-            # (`_INDEX_SCANS_ONLY` says why).
+            # With the lock, in the same round trip: plain index scans for this pass.
             if not await conn.fetchval(LOCK_FOR_A_PASS, self._lock_key):
                 self._progressed()  # another relay (another worker process) is publishing
                 return 0

@@ -114,7 +114,7 @@ async def test_a_database_that_is_away_is_waited_for_never_dead_lettered(infra: 
 
 async def test_a_relay_pass_reads_the_outbox_by_plain_index_scans(fresh_database: str) -> None:
     """Dead rows are most of an outbox between vacuums: only a plain index scan learns to
-    skip them (groundswell_runtime.outbox, `_INDEX_SCANS_ONLY`). Left to itself the planner
+    skip them (groundswell_runtime.db, `INDEX_SCANS_ONLY`). Left to itself the planner
     takes a bitmap scan and a sort here, which reads every dead row's page on every pass."""
     schema = f"o{uuid.uuid4().hex[:8]}"
     await migrate(fresh_database, schema, [outbox_migration()])

@@ -24,6 +24,7 @@ from uuid import UUID
 
 import asyncpg
 from groundswell_contracts.events import EmailFailed, EmailKind, EmailSent, Event
+from groundswell_runtime.db import INDEX_SCANS_ONLY
 from groundswell_runtime.outbox import enqueue_correlated
 
 from groundswell_mailer.adapters.repository import SCHEMA
@@ -63,7 +64,8 @@ async def claim_due(
     A dispatcher never takes over its own lapsed claims: it still holds them in memory
     (some may be delivered and waiting to be marked sent).
     """
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(INDEX_SCANS_ONLY)  # a queue: mostly dead rows between vacuums
         rows = await conn.fetch(
             "WITH lapsed AS ("
             "  SELECT id FROM mailer.emails"
