@@ -56,7 +56,7 @@ ONE_AT_A_TIME = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NewLink:
     """A signature's share link, as a `SignatureCreated` asks for it."""
 
@@ -96,16 +96,26 @@ class Run:
     _refs: set[str] = field(default_factory=set)
 
     def admits(self, link: NewLink) -> bool:
+        # Membership tests, not a set intersection: no throwaway set per event. py-spy put
+        # 4.5 % of the service's samples on the intersection's line at 700 signatures/s,
+        # far more than its own work; the allocation (and a cyclic GC pass it may set
+        # off) is the likely part.
         event = link.event
+        seen = self._seen
         return not (
-            {event.event_id, event.signature_id, event.share_code} & self._seen
+            event.event_id in seen
+            or event.signature_id in seen
+            or event.share_code in seen
             or event.share_code in self._refs
         )
 
     def add(self, link: NewLink) -> None:
         event = link.event
         self.links.append(link)
-        self._seen.update((event.event_id, event.signature_id, event.share_code))
+        seen = self._seen
+        seen.add(event.event_id)
+        seen.add(event.signature_id)
+        seen.add(event.share_code)
         if link.referrer_code is not None:
             self._refs.add(link.referrer_code)
 
