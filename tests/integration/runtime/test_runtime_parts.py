@@ -13,7 +13,7 @@ from groundswell_contracts.events import AnyEvent, SignatureConfirmed, encode
 from groundswell_contracts.topics import dead_letter_topic
 from groundswell_runtime.background import supervise
 from groundswell_runtime.consumer import EventConsumer
-from groundswell_runtime.db import Migration, migrate
+from groundswell_runtime.db import Migration, create_pool, migrate
 from groundswell_runtime.kafka import ensure_topics, make_consumer, make_producer
 from groundswell_runtime.outbox import LOCK_FOR_A_PASS, outbox_migration, take_batch
 from groundswell_stack.infra import Infra
@@ -134,3 +134,12 @@ async def test_a_relay_pass_reads_the_outbox_by_plain_index_scans(fresh_database
         assert "Bitmap" not in plan and "Seq Scan" not in plan and "Sort" not in plan
     finally:
         await conn.close()
+
+
+async def test_pooled_connections_never_compile_statements(fresh_database: str) -> None:
+    pool = await create_pool(fresh_database, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW jit") == "off"
+    finally:
+        await pool.close()
