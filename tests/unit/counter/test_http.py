@@ -14,7 +14,10 @@ import pytest
 from groundswell_contracts.events import PetitionCountChanged, encode
 from groundswell_counter.adapters.counts_view import VIEW_SNAPSHOTS, CountsView
 from groundswell_counter.config import CounterSettings
-from groundswell_counter.entrypoints.http import count_events, create_http_app
+from groundswell_counter.entrypoints.count_polls import CountPolls
+from groundswell_counter.entrypoints.http import count_events, create_api, create_http_app
+from prometheus_client import REGISTRY
+from starlette.types import Receive, Scope, Send
 
 
 def snapshot(petition: uuid.UUID, signatures: int, slug: str = "owls") -> PetitionCountChanged:
@@ -316,3 +319,60 @@ async def test_item11_one_client_cannot_hold_a_thousand_streams(
     leave.set()
     await asyncio.wait_for(asyncio.gather(*streams), 2)
     assert await open_stream("198.51.100.7") == 200  # closed streams free their places
+
+
+async def test_a_poll_gets_what_the_route_would_answer(
+    settings: CounterSettings, view: CountsView
+) -> None:
+    """Known petitions' polls are answered in front of the framework (count_polls.py):
+    same status, body and headers as the FastAPI route gives, and counted the same."""
+    view.apply(snapshot(uuid.uuid4(), 7))
+
+    async def ready() -> bool:
+        return True
+
+    lean = create_http_app(settings, view, {"counts_view": ready})
+    route = create_api(settings, view, {"counts_view": ready})
+    answers = []
+    for app in (lean, route):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://counter") as http:
+            first = await http.get("/api/petitions/owls/count", headers={"X-Request-ID": "r1"})
+            again = await http.get(
+                "/api/petitions/owls/count",
+                headers={"X-Request-ID": "r2", "If-None-Match": first.headers["etag"]},
+            )
+            answers.append(
+                [
+                    (a.status_code, a.content, sorted(a.headers.multi_items()))
+                    for a in (first, again)
+                ]
+            )
+    assert answers[0] == answers[1]
+    assert [status for status, _, _ in answers[0]] == [200, 304]
+    polls = REGISTRY.get_sample_value(
+        "groundswell_http_requests_total",
+        {"route": "/api/petitions/{slug}/count", "method": "GET", "status": "304"},
+    )
+    assert polls is not None and polls >= 2  # one per app: the lean path counts too
+
+
+async def test_polls_of_known_petitions_never_reach_the_framework(
+    settings: CounterSettings, view: CountsView
+) -> None:
+    view.apply(snapshot(uuid.uuid4(), 3))
+    reached: list[str] = []
+
+    async def framework(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    transport = httpx.ASGITransport(app=CountPolls(framework, view, settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://counter") as http:
+        assert (await http.get("/api/petitions/owls/count")).json()["signatures"] == 3
+        assert reached == []
+        # Unknown petitions (the 404) and cross-origin polls (CORS) are the app's.
+        await http.get("/api/petitions/nope/count")
+        await http.get("/api/petitions/owls/count", headers={"Origin": "https://example.org"})
+    assert reached == ["/api/petitions/nope/count", "/api/petitions/owls/count"]

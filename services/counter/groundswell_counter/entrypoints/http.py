@@ -1,6 +1,7 @@
 """The counts API: JSON (cacheable, ETag) and a live Server-Sent Events stream.
 
-Both read the `CountsView` only, never the worker's own table (see counts_view).
+Both read the `CountsView` only, never the worker's own table (see counts_view). Polls of
+known petitions are answered in front of everything (count_polls.py).
 
 Live streams are served by a bare ASGI handler in front of FastAPI: an idle stream is
 one coroutine waiting on a future shared by every listener of its petition, plus one
@@ -33,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groundswell_counter.adapters.counts_view import CountDocument, CountEntry, CountsView
 from groundswell_counter.config import CounterSettings
+from groundswell_counter.entrypoints.count_polls import CountPolls, cache_control, etag_matches
 
 STREAM_LISTENERS = Gauge(
     "groundswell_counter_stream_listeners", "Open live count streams (Server-Sent Events)"
@@ -60,18 +62,11 @@ def _unknown(slug: str) -> JSONResponse:
     )
 
 
-def _etag_matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-    return "*" in candidates or etag in candidates
-
-
 def create_http_app(
     settings: CounterSettings, view: CountsView, checks: Mapping[str, ReadinessCheck]
 ) -> ASGIApp:
     api = create_api(settings, view, checks)
-    return LiveCountStreams(api, view, settings)
+    return CountPolls(LiveCountStreams(api, view, settings), view, settings)
 
 
 def create_api(
@@ -92,10 +87,7 @@ def create_api(
         max_age=600,
     )
 
-    cache_control = (
-        f"public, max-age={settings.cache_max_age_seconds}, "
-        f"stale-while-revalidate={settings.cache_stale_while_revalidate_seconds}"
-    )
+    caching = cache_control(settings)
 
     @app.get(
         "/api/petitions/{slug}/count",
@@ -111,8 +103,9 @@ def create_api(
         entry = view.by_slug(slug)
         if entry is None:
             return _unknown(slug)
-        headers = {"ETag": entry.etag, "Cache-Control": cache_control}
-        if _etag_matches(request.headers.get("if-none-match"), entry.etag):
+        # Known petitions' polls are answered by CountPolls (count_polls.py) before here.
+        headers = {"ETag": entry.etag, "Cache-Control": caching}
+        if etag_matches(request.headers.get("if-none-match"), entry.etag):
             return Response(status_code=304, headers=headers)
         return Response(entry.body, media_type="application/json", headers=headers)
 
