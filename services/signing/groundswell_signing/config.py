@@ -46,6 +46,9 @@ class SigningSettings(ServiceSettings):
     max_batch: int = Field(500, ge=1)
     max_queue: int = Field(2_000, ge=1)
     max_queue_age_ms: int = Field(250, ge=1)
+    # Refuse new signatures while the event loop keeps running later than this: requests
+    # wait for the process before any rule sees them (groundswell_runtime/loop_lag.py).
+    max_loop_lag_ms: int = Field(100, ge=1)
     # Let in a shrinking share of new signatures while the outbox's oldest unpublished
     # row is older than this (service_layer/backlog.py); 0 turns it off.
     max_outbox_age_ms: int = Field(1_000, ge=0)

@@ -5,6 +5,7 @@ logged 500 those middlewares give every other request."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -169,3 +170,19 @@ async def test_an_unexpected_error_on_the_lean_path_is_a_500_with_security_heade
     assert "ada@example.org" not in response.text
     assert response.headers["x-content-type-options"] == "nosniff"
     assert after - before == 1
+
+
+async def test_while_requests_wait_for_the_loop_new_signatures_are_refused(app: FastAPI) -> None:
+    """A process that cannot keep up (busy, or its cores taken) makes requests wait before
+    any rule sees them: its loop runs late, and signing refuses at once while it does."""
+    async with client(app) as http:
+        slug = await new_petition(http)
+        for _ in range(3):  # the loop held up at every reading, as a starved process's is
+            time.sleep(0.3)
+            await asyncio.sleep(0.001)  # the lag task wakes, late
+        refused = await http.post(f"/api/petitions/{slug}/signatures", json=body())
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"]
+        await asyncio.sleep(0.1)  # running freely again
+        taken = await http.post(f"/api/petitions/{slug}/signatures", json=body())
+        assert taken.status_code == 202, taken.text

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from groundswell_runtime.db import close_pool, create_pool
 from groundswell_runtime.logging import configure_logging
+from groundswell_runtime.loop_lag import LoopLag
 from groundswell_runtime.outbox import OutboxRelay
 from groundswell_runtime.service import Service, service_app
 
@@ -90,6 +91,7 @@ class SigningService(Service):
     petitions: PetitionCache
     counts: CountCache
     backlog: OutboxBacklog
+    loop_lag: LoopLag
 
     def __init__(self, settings: SigningSettings) -> None:
         check_admin_token(settings)
@@ -102,6 +104,7 @@ class SigningService(Service):
             base_delay=settings.admin_auth_base_delay_seconds,
         )
         self.relay: OutboxRelay | None = None
+        self._max_loop_lag = settings.max_loop_lag_ms / 1000
 
     async def setup(self) -> None:
         settings, pool = self.settings, self.pool
@@ -125,12 +128,19 @@ class SigningService(Service):
         self.counts = CountCache(pool)
         self.backlog = OutboxBacklog(pool, limit=settings.max_outbox_age_ms / 1000)
         self.add_loop("outbox-backlog", self.backlog.run)
+        self.loop_lag = LoopLag()
+        self.add_loop("loop-lag", self.loop_lag.run)
         self.add_loop("signature-writer", self.writer.run)
         settle_heap()
 
     def overloaded(self) -> bool:
-        """Over capacity: the writer's queue is long or old, or the outbox is behind."""
-        return self.writer.overloaded() or self.backlog.behind()
+        """Over capacity: requests wait for this process's loop (`loop_lag`), the
+        writer's queue is long or old, or the outbox is behind."""
+        return (
+            self.loop_lag.sustained > self._max_loop_lag
+            or self.writer.overloaded()
+            or self.backlog.behind()
+        )
 
 
 def create_app(settings: SigningSettings) -> FastAPI:
