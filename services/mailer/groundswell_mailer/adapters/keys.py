@@ -53,6 +53,15 @@ async def drop_waiting(conn: asyncpg.Connection, key_id: UUID) -> None:
     await conn.execute("DELETE FROM mailer.sealed_waiting WHERE key_id = $1", key_id)
 
 
+_LOCK_ADDRESSES = (
+    "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT "
+    "hashtextextended('mailer-address:' || a, 7) AS h FROM ("
+    "  SELECT address_key AS a FROM mailer.emails WHERE signature_id = $1"
+    "  UNION SELECT address_key FROM mailer.supporters WHERE signature_id = $1"
+    ") AS held ORDER BY h) AS o"
+)
+
+
 async def shred(conn: asyncpg.Connection, key_id: UUID) -> int:
     """Forget the key and everything held for what was sealed under it: waiting events,
     emails (sent or not, with their address and content), already-signed notices, and
@@ -63,6 +72,11 @@ async def shred(conn: asyncpg.Connection, key_id: UUID) -> int:
         "ON CONFLICT (key_id) DO UPDATE SET data_key = NULL, shredded_at = now()",
         key_id,
     )
+    # Two keys of one address shredded at once (an erasure shreds the signature's key and
+    # its request's together; partitions are applied concurrently) would each still see
+    # the other's email below and both keep the recipient row, for good: the addresses
+    # are locked first, so the second waits and then sees what the first deleted.
+    await conn.execute(_LOCK_ADDRESSES, key_id)
     await drop_waiting(conn, key_id)
     await conn.execute("DELETE FROM mailer.duplicate_notices WHERE signature_id = $1", key_id)
     await supporters.forget_signature(conn, key_id)  # the supporter row mailings are sent from
