@@ -49,20 +49,33 @@
   }
 
   function poll() {
-    fetch(countUrl, { headers: { Accept: "application/json" } })
+    // Revalidated every time (a 304 is cheap): the count document allows caches to serve
+    // it stale while revalidating, which would show every poll the previous poll's count.
+    fetch(countUrl, { headers: { Accept: "application/json" }, cache: "no-cache" })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(showCount)
       .catch(function () {});
   }
 
-  // Live updates over Server-Sent Events; a periodic fetch when the stream is unavailable.
+  // Live updates over Server-Sent Events; a periodic fetch while the stream is unavailable.
+  // A petition created moments ago may not be known to the counter yet (its stream answers
+  // 404): the page polls meanwhile and opens the stream again a little later.
   var polling = null;
   function startPolling() { if (!polling) { poll(); polling = setInterval(poll, 10000); } }
-  if (window.EventSource) {
+  function stopPolling() { if (polling) { clearInterval(polling); polling = null; } }
+  function openStream(attempt) {
     var stream = new EventSource(countUrl + "/stream");
     // The counter names its events "count".
     stream.addEventListener("count", function (e) { try { showCount(JSON.parse(e.data)); } catch (err) {} });
-    stream.onerror = function () { if (stream.readyState === EventSource.CLOSED) startPolling(); };
+    stream.onopen = stopPolling;
+    stream.onerror = function () {
+      if (stream.readyState !== EventSource.CLOSED) return;  // the browser reconnects itself
+      startPolling();
+      if (attempt < 5) setTimeout(function () { openStream(attempt + 1); }, 5000);
+    };
+  }
+  if (window.EventSource) {
+    openStream(0);
     poll();
   } else {
     startPolling();
