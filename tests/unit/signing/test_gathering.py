@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
-from types import SimpleNamespace
 
 from groundswell_signing.service_layer.group_commit import (
     Attempt,
@@ -14,17 +12,7 @@ from groundswell_signing.service_layer.group_commit import (
     _settle,
 )
 
-
-def attempt() -> Attempt:
-    return Attempt(
-        row={},
-        petition=SimpleNamespace(),  # type: ignore[arg-type]
-        hits=[],
-        confirmation_token=None,
-        withdraw_token="t",
-        correlation_id=None,
-        now=datetime.now(UTC),
-    )
+from .conftest import attempt
 
 
 class RecordingWriter(SignatureWriter):

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from groundswell_signing.entrypoints.http.shedding import ShedWhenBusy
-from groundswell_signing.service_layer.group_commit import Attempt, Overloaded, SignatureWriter
+from groundswell_signing.service_layer.group_commit import Overloaded, SignatureWriter
 
-
-def attempt() -> Attempt:
-    return Attempt(
-        row={},
-        petition=SimpleNamespace(),  # type: ignore[arg-type]
-        hits=[],
-        confirmation_token=None,
-        withdraw_token="t",
-        correlation_id=None,
-        now=datetime.now(UTC),
-    )
+from .conftest import attempt
 
 
 def stuck_writer(**limits: Any) -> SignatureWriter:
