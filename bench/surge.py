@@ -78,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--budget-seconds", type=float, default=480, help="limit for the steps and their drains"
     )
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--keep-run-folder", action="store_true", help="keep every process's log afterwards"
+    )
     parser.add_argument("--plot", type=Path, help="write the PNG timeline here")
     args = parser.parse_args(argv)
     if args.signing_only and args.rate is None:
@@ -405,7 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report.clean(body), indent=1))
     if args.plot and body["steps"]:
         analysis.plot(body["timeline"], body["steps"], args.plot, report.title(body))
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if args.keep_run_folder:
+        print(f"run folder kept: {run_dir}")
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -94,13 +95,16 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 SERVER_SETTINGS = {"jit": "off"}
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, settings: Mapping[str, str] | None = None
+) -> asyncpg.Pool:
+    """A pool with `SERVER_SETTINGS` and `settings` on each of its connections."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         reset=_keep_session,
-        server_settings=SERVER_SETTINGS,
+        server_settings=SERVER_SETTINGS | dict(settings or {}),
     )
     assert pool is not None
     return pool

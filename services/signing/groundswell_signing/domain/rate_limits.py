@@ -10,7 +10,9 @@ counter row (`hits = hits + n ... RETURNING hits`), and PostgreSQL serialises
 concurrent upserts of a row, so the totals a batch reads back are the totals after its
 own hits and all hits committed or locked before it. A batch that added `n` hits to a
 counter and read back `total` owns the ordinals `total - n + 1 .. total` of that window;
-`admit` hands them out in arrival order. No two attempts anywhere get the same ordinal,
+`admit` hands them out in arrival order (group commit does the same inside its one
+statement, `repository.WRITE_SIGNATURES`; a test holds the statement to `admit` on
+random batches). No two attempts anywhere get the same ordinal,
 so no more than `limit` attempts are ever admitted per window, however many processes
 and batches run at once: 20 parallel requests get no more through than 20 sequential ones.
 

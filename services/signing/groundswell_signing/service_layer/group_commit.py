@@ -1,12 +1,18 @@
 """Group commit: signatures that arrive together are written together.
 
 A request does its CPU work (validation, tokens, the row) on its own, then hands the
-row to the `SignatureWriter` and waits. A few writer tasks each take everything queued
-(up to `max_batch`) and write it in ONE transaction with a handful of statements,
-whatever the batch size: the petitions' state with the rate counters (one atomic upsert),
-the signatures (one multi-row insert; the unique constraint decides duplicates), the
-duplicates' stored rows, and the outbox events (one insert, one NOTIFY). Each request is
-answered when its batch has committed, so a 202 still means "durably recorded".
+row to the `SignatureWriter` and waits. A few writer tasks each take everything
+queued (up to `max_batch`) and write it with ONE statement, whatever the batch size
+(`repository.write_signatures`): which petitions are open, the rate counters (one atomic
+upsert each), the signatures (one multi-row insert; the unique constraint decides
+duplicates) and the outbox events of those inserted, with the relay's wake-up. One
+statement is one transaction and one round trip: under load a writer's round trips
+wait behind every request the event loop has in hand, so each one saved is latency
+saved, and PostgreSQL parses and commits once per batch. Each request is answered when
+its batch has committed, so a 202 still means "durably recorded".
+
+People who had already signed are answered after it: their stored signature is read and
+handed over again with a duplicate notice, apart from the writers, which go on.
 
 Batches form by themselves: at low load a writer is idle and a request goes alone at
 once; under load, requests queue while the writers commit and the next batch takes
@@ -27,7 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +45,7 @@ import asyncpg
 import structlog
 from groundswell_contracts.events import BaseEvent, Event
 from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS
-from groundswell_runtime.outbox import enqueue_correlated
+from groundswell_runtime.outbox import enqueue_correlated, notify_channel
 from prometheus_client import Counter, Histogram
 
 from groundswell_signing.adapters import repository
@@ -48,7 +56,7 @@ from groundswell_signing.domain.events import (
     signature_created,
 )
 from groundswell_signing.domain.petitions import Petition
-from groundswell_signing.domain.rate_limits import Hit, admit
+from groundswell_signing.domain.rate_limits import Hit
 
 log = structlog.get_logger()
 
@@ -122,6 +130,8 @@ class SignatureWriter:
         self._max_queue_age = max_queue_age
         self._gather = gather
         self._queue: deque[Attempt] = deque()
+        # Duplicate notices being written: apart from the writers, which go on meanwhile.
+        self._notices: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
         self._last_prune = 0.0
 
@@ -150,6 +160,8 @@ class SignatureWriter:
         finally:
             while self._queue:
                 _settle(self._queue.popleft(), error=Unavailable())
+            for notice in list(self._notices):
+                notice.cancel()  # its requests are answered 503 (`_answer_duplicates`)
 
     async def _write_forever(self) -> None:
         while True:
@@ -182,7 +194,7 @@ class SignatureWriter:
     async def _write(self, batch: list[Attempt]) -> None:
         for race in range(_RACE_RETRIES + 1):
             try:
-                results = await self._transaction(batch)
+                duplicates = await self._transaction(batch)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if race < _RACE_RETRIES:
                     continue
@@ -201,76 +213,92 @@ class SignatureWriter:
                 error = exc
             else:
                 BATCH_SIZE.observe(len(batch))
-                for attempt, result in zip(batch, results, strict=True):
-                    _settle(attempt, result=result)
+                if duplicates:
+                    notice = asyncio.create_task(self._answer_duplicates(duplicates))
+                    self._notices.add(notice)
+                    notice.add_done_callback(self._notices.discard)
                 return
             for attempt in batch:
                 _settle(attempt, error=error)
             return
 
-    async def _transaction(self, batch: list[Attempt]) -> list[Result]:
+    async def _transaction(self, batch: list[Attempt]) -> list[Attempt]:
+        """Write the batch in one statement and answer every attempt but the duplicates,
+        which it returns: nothing was written for them, and they are answered apart."""
         now = batch[-1].now
-        epoch = now.timestamp()
-        results: dict[int, Result] = {}
-        async with self._pool.acquire() as conn, conn.transaction():
-            # Whether each petition is still open and the rate counters, in one round
-            # trip: only the hits of open petitions' attempts are added (in SQL), which
-            # are exactly the `live` ones `admit` hands the ordinals to.
-            open_ids, totals = await repository.open_and_count(
+        events: list[tuple[uuid.UUID, bool, BaseEvent, str | None]] = []
+        for attempt in batch:
+            # Each signature's events as it may be stored: as it is, or, flagging, marked
+            # fraudulent for being over a limit (no key for it then: nobody is written to).
+            row, cid = attempt.row, attempt.correlation_id
+            fraudulent = row["initial_status"] == "fraudulent"
+            if not fraudulent:
+                key = data_key_issued(row["id"], row["data_key"], now)
+                events.append((row["id"], False, key, cid))
+            events.append((row["id"], fraudulent, _created_event(attempt), cid))
+            if self._flag_over_limit and not fraudulent:
+                events.append((row["id"], True, _created_event(_flagged(attempt)), cid))
+        async with self._pool.acquire() as conn:
+            written = await repository.write_signatures(
                 conn,
-                list({a.petition.id for a in batch}),
+                [a.row for a in batch],
+                [a.hits for a in batch],
                 now,
-                [
-                    (a.petition.id, hit.key, hit.window_start, hit.window_end)
-                    for a in batch
-                    for hit in a.hits
-                ],
+                flag_over_limit=self._flag_over_limit,
+                events=events,
+                notify=notify_channel(SCHEMA),
             )
-            live = []
-            for i, attempt in enumerate(batch):
-                if attempt.petition.id in open_ids:
-                    live.append(i)
-                else:
-                    results[i] = Result("closed")
+        duplicates = []
+        epoch = now.timestamp()
+        for attempt, outcome in zip(batch, written, strict=True):
+            if self._flag_over_limit and outcome.over_limit_until is not None:
+                _mark_fraudulent(attempt)
+            if not outcome.open:
+                _settle(attempt, result=Result("closed"))
+            elif outcome.over_limit_until is not None and not self._flag_over_limit:
+                wait = max(1, int(outcome.over_limit_until - epoch + 0.999))
+                _settle(attempt, result=Result("rate_limited", wait))
+            elif outcome.inserted:
+                _settle(attempt, result=Result("recorded"))
+            else:
+                duplicates.append(attempt)
+        return duplicates
 
-            hits = [batch[i].hits for i in live]
-            to_store = []
-            for i, wait in zip(live, admit(hits, totals, epoch), strict=True):
-                if wait is None:
-                    to_store.append(i)
-                elif self._flag_over_limit:
-                    _mark_fraudulent(batch[i])
-                    to_store.append(i)
-                else:
-                    results[i] = Result("rate_limited", wait)
-
-            inserted = await repository.insert_signatures(conn, [batch[i].row for i in to_store])
-            duplicates = [i for i in to_store if batch[i].row["id"] not in inserted]
-            stored = await repository.signatures_by_people(
-                conn,
-                [(batch[i].petition.id, batch[i].row["email_canonical"]) for i in duplicates],
-            )
-            events: list[tuple[BaseEvent, str | None]] = []
-            for i in to_store:
-                attempt = batch[i]
-                cid = attempt.correlation_id
-                if i in duplicates:
+    async def _answer_duplicates(self, duplicates: list[Attempt]) -> None:
+        """People who had signed already: their stored signature is handed over again
+        (same event ids: a mailer that has them drops them) with a duplicate notice. Two
+        statements, no transaction: the first only reads, the second is one insert."""
+        now = duplicates[-1].now
+        try:
+            async with self._pool.acquire() as conn:
+                stored = await repository.signatures_by_people(
+                    conn, [(a.petition.id, a.row["email_canonical"]) for a in duplicates]
+                )
+                events: list[tuple[BaseEvent, str | None]] = []
+                for attempt in duplicates:
                     existing = stored[(attempt.petition.id, attempt.row["email_canonical"])]
-                    results[i] = Result("duplicate")
                     if existing["data_key"] is not None:
-                        # Handed over again (same event id: a mailer that has it drops
-                        # it): signatures older than sealing were never handed over.
+                        # Signatures older than sealing were never handed over.
                         key = data_key_issued(existing["id"], existing["data_key"], now)
-                        events.append((key, cid))
-                        events.append((_duplicate_event(attempt, existing), cid))
-                else:
-                    if attempt.row["initial_status"] != "fraudulent":
-                        key = data_key_issued(attempt.row["id"], attempt.row["data_key"], now)
-                        events.append((key, cid))
-                    events.append((_created_event(attempt), cid))
-                    results[i] = Result("recorded")
-            await enqueue_correlated(conn, SCHEMA, events)
-        return [results[i] for i in range(len(batch))]
+                        events.append((key, attempt.correlation_id))
+                        events.append((_duplicate_event(attempt, existing), attempt.correlation_id))
+                await enqueue_correlated(conn, SCHEMA, events)
+        except asyncio.CancelledError:  # stopping: answered as the queued ones are
+            for attempt in duplicates:
+                _settle(attempt, error=Unavailable())
+            raise
+        except TEMPORARY_DATABASE_ERRORS as exc:
+            log.warning("duplicate_notice_unavailable", error=type(exc).__name__)
+            for attempt in duplicates:
+                _settle(attempt, error=Unavailable())
+            return
+        except Exception as exc:
+            log.error("duplicate_notice_failed", error=type(exc).__name__)
+            for attempt in duplicates:
+                _settle(attempt, error=exc)
+            return
+        for attempt in duplicates:
+            _settle(attempt, result=Result("duplicate"))
 
 
 def _settle(
@@ -290,6 +318,13 @@ def _mark_fraudulent(attempt: Attempt) -> None:
         initial_status="fraudulent", confirmation_token_hash=None, confirmation_expires_at=None
     )
     attempt.confirmation_token = None
+
+
+def _flagged(attempt: Attempt) -> Attempt:
+    """A copy of the attempt as it is stored when it is over a limit and flagged."""
+    flagged = dataclasses.replace(attempt, row=dict(attempt.row), future=attempt.future)
+    _mark_fraudulent(flagged)
+    return flagged
 
 
 def _created_event(attempt: Attempt) -> Event:

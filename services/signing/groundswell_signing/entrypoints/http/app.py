@@ -15,7 +15,7 @@ from groundswell_runtime.loop_lag import LoopLag
 from groundswell_runtime.outbox import OutboxRelay
 from groundswell_runtime.service import Service, service_app
 
-from groundswell_signing.adapters.repository import SCHEMA
+from groundswell_signing.adapters.repository import SCHEMA, WRITER_SETTINGS
 from groundswell_signing.config import SigningSettings
 from groundswell_signing.entrypoints.http import admin, api, pages, privacy, site, supporters
 from groundswell_signing.entrypoints.http.admin_auth import AdminAuthThrottle
@@ -115,8 +115,16 @@ class SigningService(Service):
             relay_pool = await create_pool(settings.database_url, min_size=2, max_size=2)
             self.on_stop(lambda: close_pool(relay_pool))
             self.relay = self.add_relay(new_relay(relay_pool, settings))
+        # The writer's statements on connections of their own, planned for them.
+        writer_pool = await create_pool(
+            settings.database_url,
+            min_size=settings.writer_tasks,
+            max_size=settings.writer_tasks + 1,
+            settings=WRITER_SETTINGS,
+        )
+        self.on_stop(lambda: close_pool(writer_pool))
         self.writer = SignatureWriter(
-            pool,
+            writer_pool,
             flag_over_limit=settings.rate_limit_action == "flag",
             writers=settings.writer_tasks,
             max_batch=settings.max_batch,
