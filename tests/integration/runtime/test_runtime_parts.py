@@ -15,7 +15,13 @@ from groundswell_runtime.background import supervise
 from groundswell_runtime.consumer import EventConsumer
 from groundswell_runtime.db import Migration, create_pool, migrate
 from groundswell_runtime.kafka import ensure_topics, make_consumer, make_producer
-from groundswell_runtime.outbox import LOCK_FOR_A_PASS, outbox_migration, take_batch
+from groundswell_runtime.outbox import (
+    LOCK_FOR_A_PASS,
+    OutboxRelay,
+    notify_channel,
+    outbox_migration,
+    take_batch,
+)
 from groundswell_stack.infra import Infra
 
 
@@ -142,4 +148,41 @@ async def test_pooled_connections_never_compile_statements(fresh_database: str) 
         async with pool.acquire() as conn:
             assert await conn.fetchval("SHOW jit") == "off"
     finally:
+        await pool.close()
+
+
+class CountingRelay(OutboxRelay):
+    """Publishes nothing: counts the passes `run` makes."""
+
+    passes = 0
+
+    async def publish_batch(self) -> int:
+        self.passes += 1
+        return 0
+
+
+async def test_the_relay_makes_at_most_one_pass_per_interval(fresh_database: str) -> None:
+    """Under load every signing batch wakes the relay; passes come no closer together
+    than `pass_interval`, however many wake-ups there are."""
+    schema = f"o{uuid.uuid4().hex[:8]}"
+    await migrate(fresh_database, schema, [outbox_migration()])
+    pool = await create_pool(fresh_database, max_size=2)
+    relay = CountingRelay(pool, schema, "127.0.0.1:1", pass_interval=1.0, poll_interval=60)
+    running = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.2)  # the first pass, at once
+        assert relay.passes == 1
+        for _ in range(10):  # a burst of wake-ups within the interval
+            await pool.execute(f"SELECT pg_notify('{notify_channel(schema)}', '')")
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert relay.passes == 1  # not before the interval is over
+        await asyncio.sleep(1.0)
+        assert relay.passes == 2  # then one pass for the whole burst
+        await asyncio.sleep(1.0)
+        assert relay.passes == 2  # and none without a new wake-up
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
         await pool.close()

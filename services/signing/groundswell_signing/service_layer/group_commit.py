@@ -276,8 +276,9 @@ class SignatureWriter:
                 )
                 events: list[tuple[BaseEvent, str | None]] = []
                 for attempt in duplicates:
-                    existing = stored[(attempt.petition.id, attempt.row["email_canonical"])]
-                    if existing["data_key"] is not None:
+                    existing = stored.get((attempt.petition.id, attempt.row["email_canonical"]))
+                    # Gone only if erased since (privacy requests): nothing to hand over.
+                    if existing is not None and existing["data_key"] is not None:
                         # Signatures older than sealing were never handed over.
                         key = data_key_issued(existing["id"], existing["data_key"], now)
                         events.append((key, attempt.correlation_id))
@@ -322,7 +323,7 @@ def _mark_fraudulent(attempt: Attempt) -> None:
 
 def _flagged(attempt: Attempt) -> Attempt:
     """A copy of the attempt as it is stored when it is over a limit and flagged."""
-    flagged = dataclasses.replace(attempt, row=dict(attempt.row), future=attempt.future)
+    flagged = dataclasses.replace(attempt, row=dict(attempt.row))
     _mark_fraudulent(flagged)
     return flagged
 
