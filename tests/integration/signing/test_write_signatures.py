@@ -13,7 +13,7 @@ from typing import Any
 from groundswell_signing.adapters.repository import (
     WRITE_SIGNATURES,
     WRITER_SETTINGS,
-    write_arguments,
+    SignatureBatch,
     write_signatures,
 )
 from groundswell_signing.domain.rate_limits import Hit, added_hits, admit
@@ -74,15 +74,10 @@ async def test_the_statement_admits_exactly_as_the_rule_does(signing: SigningHar
             totals[counter] = totals.get(counter, 0) + n
         expected = admit(hits, totals, EPOCH)
         async with signing.pool.acquire() as conn:
-            written = await write_signatures(
-                conn,
-                [row(petition_id) for _ in hits],
-                hits,
-                NOW,
-                flag_over_limit=False,
-                events=[],
-                notify="test_write_signatures",
+            batch = SignatureBatch(
+                [row(petition_id) for _ in hits], hits, NOW, False, [], "test_write_signatures"
             )
+            written = await write_signatures(conn, batch)
         waits = [
             None if w.over_limit_until is None else max(1, int(w.over_limit_until - EPOCH + 0.999))
             for w in written
@@ -104,7 +99,7 @@ async def test_the_writer_connections_plan_it_without_nested_loops(
 ) -> None:
     """The planner cannot count arrays and CTEs (it guesses a few rows each): in a generic
     plan it joined them by nested loops, 0.4-0.8 s for a batch of a few hundred."""
-    parameters = len(write_arguments([], [], NOW, False, [], "test_write_signatures"))
+    parameters = len(SignatureBatch([], [], NOW, False, [], "test_write_signatures").arguments())
 
     async def nested_loops_over_arrays(settings: dict[str, str]) -> list[str]:
         """The plan asyncpg's prepared statement gets after a few runs (a generic one):

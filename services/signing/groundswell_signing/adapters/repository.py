@@ -191,31 +191,38 @@ ORDER BY a.n
 """
 
 
-def write_arguments(
-    rows: Sequence[Mapping[str, Any]],
-    hits: Sequence[Sequence[Hit]],
-    now: datetime,
-    flag_over_limit: bool,
-    events: Sequence[tuple[uuid.UUID, bool, BaseEvent, str | None]],
-    notify: str,
-) -> list[Any]:
-    """`WRITE_SIGNATURES`'s parameters: column arrays of the rows, of the hits (with the
-    ordinal of the attempt each belongs to), of the events."""
-    flat = [(n, hit) for n, attempt in enumerate(hits, 1) for hit in attempt]
-    return [
-        *([row[column] for row in rows] for column in SIGNATURE_COLUMNS),
-        now,
-        [n for n, _ in flat],
-        [hit.key for _, hit in flat],
-        [hit.window_start for _, hit in flat],
-        [hit.window_end for _, hit in flat],
-        [hit.limit for _, hit in flat],
-        flag_over_limit,
-        [signature_id for signature_id, _, _, _ in events],
-        [fraudulent for _, fraudulent, _, _ in events],
-        *outbox_columns([(event, cid) for _, _, event, cid in events]),
-        notify,
-    ]
+@dataclass(frozen=True)
+class SignatureBatch:
+    """What `WRITE_SIGNATURES` writes. `events` are (signature id, for the row stored as
+    fraudulent?, event, correlation id): built before anyone knows which rows go in, each
+    goes out only if its signature is inserted with that status."""
+
+    rows: Sequence[Mapping[str, Any]]
+    hits: Sequence[Sequence[Hit]]
+    now: datetime
+    flag_over_limit: bool
+    events: Sequence[tuple[uuid.UUID, bool, BaseEvent, str | None]]
+    notify: str  # the relay's channel
+
+    def arguments(self) -> list[Any]:
+        """The statement's parameters: column arrays of the rows, of the hits (with the
+        ordinal of the attempt each belongs to), of the events."""
+        flat = [(n, hit) for n, attempt in enumerate(self.hits, 1) for hit in attempt]
+        events = self.events
+        return [
+            *([row[column] for row in self.rows] for column in SIGNATURE_COLUMNS),
+            self.now,
+            [n for n, _ in flat],
+            [hit.key for _, hit in flat],
+            [hit.window_start for _, hit in flat],
+            [hit.window_end for _, hit in flat],
+            [hit.limit for _, hit in flat],
+            self.flag_over_limit,
+            [signature_id for signature_id, _, _, _ in events],
+            [fraudulent for _, fraudulent, _, _ in events],
+            *outbox_columns([(event, cid) for _, _, event, cid in events]),
+            self.notify,
+        ]
 
 
 @dataclass(frozen=True)
@@ -227,25 +234,11 @@ class Written:
     inserted: bool  # stored as a new signature (else a duplicate, or not stored at all)
 
 
-async def write_signatures(
-    conn: asyncpg.Connection,
-    rows: Sequence[Mapping[str, Any]],
-    hits: Sequence[Sequence[Hit]],
-    now: datetime,
-    *,
-    flag_over_limit: bool,
-    events: Sequence[tuple[uuid.UUID, bool, BaseEvent, str | None]],
-    notify: str,
-) -> list[Written]:
-    """Write a batch of signatures in ONE statement (its own transaction): the rate
-    counters, the signatures, and the outbox events of those inserted. `events` are
-    (signature id, for the row stored as fraudulent?, event, correlation id): built before
-    anyone knows which rows go in, each goes out only if its signature is inserted with
-    that status. Not within a caller's transaction: it commits on its own."""
-    written = await conn.fetch(
-        WRITE_SIGNATURES,
-        *write_arguments(rows, hits, now, flag_over_limit, events, notify),
-    )
+async def write_signatures(conn: asyncpg.Connection, batch: SignatureBatch) -> list[Written]:
+    """Write a batch of signatures in ONE statement (its own transaction, so not within a
+    caller's): the rate counters, the signatures, and the outbox events of those inserted.
+    One `Written` per row, in order."""
+    written = await conn.fetch(WRITE_SIGNATURES, *batch.arguments())
     return [Written(r["open"], r["until"], r["inserted"]) for r in written]
 
 

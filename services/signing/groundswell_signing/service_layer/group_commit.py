@@ -241,12 +241,14 @@ class SignatureWriter:
         async with self._pool.acquire() as conn:
             written = await repository.write_signatures(
                 conn,
-                [a.row for a in batch],
-                [a.hits for a in batch],
-                now,
-                flag_over_limit=self._flag_over_limit,
-                events=events,
-                notify=notify_channel(SCHEMA),
+                repository.SignatureBatch(
+                    rows=[a.row for a in batch],
+                    hits=[a.hits for a in batch],
+                    now=now,
+                    flag_over_limit=self._flag_over_limit,
+                    events=events,
+                    notify=notify_channel(SCHEMA),
+                ),
             )
         duplicates = []
         epoch = now.timestamp()
