@@ -136,8 +136,8 @@ WITH attempt AS (
     SELECT * FROM unnest({_ARRAYS})
         WITH ORDINALITY AS a({", ".join(SIGNATURE_COLUMNS)}, n)
 ), open AS (
-    SELECT id FROM signing.petitions
-    WHERE id IN (SELECT petition_id FROM attempt) AND status = 'open'
+    SELECT id FROM signing.petitions  -- by the primary key, not a join: see WRITER_SETTINGS
+    WHERE id = ANY(ARRAY(SELECT DISTINCT petition_id FROM attempt)) AND status = 'open'
         AND (closes_at IS NULL OR closes_at > ${_N + 1})
 ), hit AS (
     SELECT h.* FROM unnest(${_N + 2}::bigint[], ${_N + 3}::text[], ${_N + 4}::bigint[],
