@@ -139,7 +139,10 @@
         document.getElementById("thanks-message").textContent = res.json.message;
         thanks.hidden = false;
         thanks.focus();
-        poll();
+        // The new count reaches the counter a moment after this answer. The stream should
+        // bring it, but a stream that missed it would leave the page showing the old count
+        // while the signer watches: a few polls over the next seconds make sure.
+        [0, 1000, 3000, 7000].forEach(function (ms) { setTimeout(poll, ms); });
         return;
       }
       if (res.status === 422 && Array.isArray(res.json.detail)) {
