@@ -35,6 +35,24 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
         time.sleep(0.05)
 
 
+def lower_priority(pid: int, niceness: int) -> None:
+    """Make `pid` yield the cores by `niceness` more than this process does.
+
+    Set before it starts any thread or worker of its own: they inherit it. Each child is
+    the leader of a session of its own, and where the kernel groups processes by session
+    for scheduling (autogroup, on by default in desktop and Debian kernels) a nice value
+    only weighs within that group: between groups, each gets an equal share whatever its
+    processes' nice values. The group's own nice value is what weighs there, so it is set
+    too (measured: with only the process's nice value set, the mailer at nice 10 still
+    took as much of the cores as signing did; docs/performance.md).
+    """
+    value = min(os.getpriority(os.PRIO_PROCESS, 0) + niceness, 19)
+    os.setpriority(os.PRIO_PROCESS, pid, value)
+    # Absent without autogroup support; never fatal: a priority is a preference.
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as group:
+        group.write(str(value))
+
+
 class ManagedProcess:
     """One child in its own process group, so stopping it also stops its children."""
 
@@ -73,9 +91,7 @@ class ManagedProcess:
             cwd=self.cwd,
         )
         if self.niceness:
-            # Relative to ours, and before it starts any worker of its own: they inherit it.
-            own = os.getpriority(os.PRIO_PROCESS, 0)
-            os.setpriority(os.PRIO_PROCESS, self.proc.pid, min(own + self.niceness, 19))
+            lower_priority(self.proc.pid, self.niceness)
         return self
 
     @property

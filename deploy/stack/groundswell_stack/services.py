@@ -49,15 +49,16 @@ def relay_port(env: Mapping[str, str]) -> int:
     return port
 
 
-# Who gets the cores when a surge asks for more than there are. A signer is waiting
-# on signing; the count is watched live (counter, and the relay that feeds both); an
-# email or a share-link attribution a minute late harms nobody. Measured at 1,000
-# signatures/s on 2 cores (docs/performance.md), with everyone equal the stack needed
-# ~2.2 cores: every process slowed alike and signing's answers took seconds. With the
-# mailer and sharing niced they fall behind during the surge and catch up after it (the
-# thank-you target is minutes), and the rest keeps its pace. docker-compose says the
-# same with `cpu_shares`.
-PRIORITY = {"mailer": 10, "sharing": 5}
+# Who gets the cores when a surge asks for more than there are, in three tiers. First
+# the front door: a signer is waiting on signing and on PostgreSQL, which records each
+# signature before it is answered (niceness 0). Then what keeps the count live: the
+# relay, the broker and the counter (5). Then what can be minutes late without harming
+# anyone: emails and share-link attribution (10). When the box is not full the tiers
+# change nothing; when it is, the later tiers fall behind during the surge and catch up
+# after it, while signing still answers in time, 202 or 503 (measured at 800/s offered
+# on 2 cores, docs/performance.md: with everyone equal, signing had a third of a core
+# and answers took seconds). docker-compose.yml says the same with `cpu_shares`.
+PRIORITY = {"signing-relay": 5, "broker": 5, "counter": 5, "sharing": 10, "mailer": 10}
 
 
 def service_specs(env: Mapping[str, str]) -> list[ServiceSpec]:
@@ -69,10 +70,18 @@ def service_specs(env: Mapping[str, str]) -> list[ServiceSpec]:
             "signing", ("groundswell-signing", "serve"), "SIGNING_PORT", port("SIGNING_PORT", 8001)
         ),
         ServiceSpec(
-            "signing-relay", ("groundswell-signing", "relay"), "SIGNING_RELAY_PORT", relay_port(env)
+            "signing-relay",
+            ("groundswell-signing", "relay"),
+            "SIGNING_RELAY_PORT",
+            relay_port(env),
+            PRIORITY["signing-relay"],
         ),
         ServiceSpec(
-            "counter", ("groundswell-counter", "serve"), "COUNTER_PORT", port("COUNTER_PORT", 8002)
+            "counter",
+            ("groundswell-counter", "serve"),
+            "COUNTER_PORT",
+            port("COUNTER_PORT", 8002),
+            PRIORITY["counter"],
         ),
         ServiceSpec(
             "mailer",

@@ -46,6 +46,10 @@ class SigningSettings(ServiceSettings):
     max_batch: int = Field(500, ge=1)
     max_queue: int = Field(2_000, ge=1)
     max_queue_age_ms: int = Field(250, ge=1)
+    # Signing requests one process holds at once (entrypoints/http/shedding.py): at the
+    # ~900/s one process serves here, 64 is ~70 ms each; the bench's closed loop (64
+    # connections) is never refused by it.
+    max_in_flight: int = Field(64, ge=1)
     # Refuse new signatures while the event loop keeps running later than this: requests
     # wait for the process before any rule sees them (groundswell_runtime/loop_lag.py).
     # 250: at 100 the chaos check saw a signature refused on a busy machine, no surge.

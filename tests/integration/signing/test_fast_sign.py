@@ -146,6 +146,32 @@ async def test_over_capacity_the_lean_path_is_shed_with_retry_after(app: FastAPI
     assert count == 0
 
 
+async def test_the_lean_path_holds_its_request_in_flight_and_refuses_beyond_the_limit(
+    app: FastAPI,
+) -> None:
+    service = app.state.service
+    seen: list[int] = []
+    submit = service.writer.submit
+
+    async def watched(attempt: Attempt) -> Any:
+        seen.append(service.in_flight.count)
+        return await submit(attempt)
+
+    async with client(app) as http:
+        slug = await new_petition(http)
+        service.writer.submit = watched
+        try:
+            accepted = await http.post(f"/api/petitions/{slug}/signatures", json=body())
+            service.in_flight.count = service.in_flight.limit  # as if that many were held
+            refused = await http.post(f"/api/petitions/{slug}/signatures", json=body())
+        finally:
+            service.in_flight.count = 0
+            del service.writer.submit
+    assert accepted.status_code == 202 and seen == [1]
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert seen == [1]  # the refused one never reached the writer
+
+
 class Broken:
     async def get(self, slug: str) -> Any:
         raise RuntimeError("ada@example.org")  # a message that must not reach a client

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from groundswell_signing.entrypoints.http.shedding import ShedWhenBusy
+from groundswell_signing.entrypoints.http.shedding import InFlight, ShedWhenBusy
 from groundswell_signing.service_layer.group_commit import Overloaded, SignatureWriter
 
 from .conftest import attempt
@@ -53,7 +53,7 @@ async def test_signing_requests_are_refused_before_the_app_sees_them() -> None:
         return {}
 
     writer = stuck_writer(max_queue=1, max_queue_age=60)
-    shed = ShedWhenBusy(app, overloaded=writer.overloaded)
+    shed = ShedWhenBusy(app, overloaded=writer.overloaded, in_flight=InFlight(64))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=shed), base_url="http://t") as c:
         assert (await c.post("/api/petitions/a/signatures")).status_code == 200
         waiting = asyncio.ensure_future(writer.submit(attempt()))
@@ -64,3 +64,26 @@ async def test_signing_requests_are_refused_before_the_app_sees_them() -> None:
         assert (await c.get("/p/b")).status_code == 200  # only signing is shed
         waiting.cancel()
     assert seen == ["a"]
+
+
+async def test_a_process_holding_its_limit_of_requests_refuses_the_next() -> None:
+    app = FastAPI()
+    release = asyncio.Event()
+
+    @app.post("/api/petitions/{slug}/signatures")
+    async def sign(slug: str) -> dict[str, str]:
+        await release.wait()  # held, as while waiting for the loop and the writer
+        return {}
+
+    in_flight = InFlight(2)
+    shed = ShedWhenBusy(app, overloaded=lambda: in_flight.full, in_flight=in_flight)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=shed), base_url="http://t") as c:
+        held = [asyncio.ensure_future(c.post(f"/api/petitions/{n}/signatures")) for n in "ab"]
+        while in_flight.count < 2:
+            await asyncio.sleep(0.001)
+        refused = await c.post("/api/petitions/c/signatures")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        release.set()
+        assert [(await r).status_code for r in held] == [200, 200]
+        assert in_flight.count == 0  # released when answered
+        assert (await c.post("/api/petitions/d/signatures")).status_code == 200

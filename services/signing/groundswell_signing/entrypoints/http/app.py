@@ -23,7 +23,7 @@ from groundswell_signing.entrypoints.http.errors import install_error_handlers
 from groundswell_signing.entrypoints.http.fast_sign import install_fast_sign
 from groundswell_signing.entrypoints.http.limits import BodySizeLimit
 from groundswell_signing.entrypoints.http.security import SecurityHeaders, UnexpectedErrors
-from groundswell_signing.entrypoints.http.shedding import ShedWhenBusy
+from groundswell_signing.entrypoints.http.shedding import InFlight, ShedWhenBusy
 from groundswell_signing.entrypoints.relay import RelaySettings, new_relay
 from groundswell_signing.migrations import MIGRATIONS
 from groundswell_signing.service_layer.backlog import OutboxBacklog
@@ -105,6 +105,7 @@ class SigningService(Service):
         )
         self.relay: OutboxRelay | None = None
         self._max_loop_lag = settings.max_loop_lag_ms / 1000
+        self.in_flight = InFlight(settings.max_in_flight)
 
     async def setup(self) -> None:
         settings, pool = self.settings, self.pool
@@ -142,10 +143,12 @@ class SigningService(Service):
         settle_heap()
 
     def overloaded(self) -> bool:
-        """Over capacity: requests wait for this process's loop (`loop_lag`), the
-        writer's queue is long or old, or the outbox is behind."""
+        """Over capacity: the process holds as many signing requests as it may
+        (`in_flight`), requests wait for its loop (`loop_lag`), the writer's queue is
+        long or old, or the outbox is behind."""
         return (
-            self.loop_lag.sustained > self._max_loop_lag
+            self.in_flight.full
+            or self.loop_lag.sustained > self._max_loop_lag
             or self.writer.overloaded()
             or self.backlog.behind()
         )
@@ -165,7 +168,7 @@ def create_app(settings: SigningSettings) -> FastAPI:
     # Outside the body limit (whose own exception it must not swallow): what no handler
     # claimed becomes a logged 500, with the request id still bound.
     app.add_middleware(UnexpectedErrors)
-    app.add_middleware(ShedWhenBusy, overloaded=service.overloaded)
+    app.add_middleware(ShedWhenBusy, overloaded=service.overloaded, in_flight=service.in_flight)
     app.add_middleware(SecurityHeaders)  # outermost: every answer, 413s and 500s included
     app.include_router(api.router)
     app.include_router(admin.router)

@@ -76,7 +76,8 @@ class FastSign:
         except ValidationError:
             await self.app(scope, _replay(body, receive), send)
             return
-        await self._sign(scope, receive, send, app, request, match["slug"], body)
+        with service.in_flight.held():
+            await self._sign(scope, receive, send, app, request, match["slug"], body)
 
     def _plain(self, headers: list[tuple[bytes, bytes]]) -> bool:
         """A same-origin JSON request whose declared length is within the limit (the
