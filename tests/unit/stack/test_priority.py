@@ -1,4 +1,4 @@
-"""In a surge the front door gets the cores first (groundswell_stack.services.PRIORITY)."""
+"""What can wait in a surge runs at a lower CPU priority (groundswell_stack.services)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from groundswell_stack.processes import ManagedProcess
 from groundswell_stack.services import PRIORITY, service_specs
 
 
-def test_three_tiers_signing_first_then_the_live_count_then_what_can_wait() -> None:
+def test_the_mailer_and_sharing_yield_the_cores_and_the_rest_do_not() -> None:
     niceness = {spec.name: spec.niceness for spec in service_specs({})}
-    assert niceness["signing"] == 0
-    assert 0 < niceness["signing-relay"] == niceness["counter"] == PRIORITY["broker"]
-    assert niceness["mailer"] == niceness["sharing"] > niceness["counter"]
+    assert niceness["mailer"] == niceness["sharing"] == PRIORITY["mailer"] > 0
+    assert niceness["signing"] == niceness["signing-relay"] == niceness["counter"] == 0
 
 
 def test_a_process_starts_with_its_niceness_and_so_does_its_scheduling_group() -> None:
