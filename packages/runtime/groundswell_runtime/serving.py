@@ -207,7 +207,8 @@ def _options(host: str, port: int) -> dict[str, Any]:
         # Only for an override to http="h11"; the guarded protocol enforces the rest.
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
         "backlog": 2_048,
-        "loop": "uvloop",
+        # uvloop, with a listener that takes a surge's connections at once (accepting.py).
+        "loop": "groundswell_runtime.accepting:AcceptingLoop",
         # An import string, so worker processes load it too.
         "http": "groundswell_runtime.serving:GuardedHttpToolsProtocol",
     }
