@@ -146,6 +146,39 @@ async def test_over_capacity_the_lean_path_is_shed_with_retry_after(app: FastAPI
     assert count == 0
 
 
+async def test_over_capacity_the_lean_path_refuses_as_the_route_does(app: FastAPI) -> None:
+    service = app.state.service
+    async with client(app) as http:
+        slug = await new_petition(http)
+        url = f"/api/petitions/{slug}/signatures"
+        before = await signing_requests(http, "503"), shed_total()
+        service.in_flight.count = service.in_flight.limit  # the process is full
+        try:
+            lean = await http.post(url, json=body())
+            routed = await http.post(
+                url,
+                content=chunked(httpx.Request("POST", url, json=body()).content),
+                headers={"Content-Type": "application/json"},
+            )
+        finally:
+            service.in_flight.count = 0
+        after = await signing_requests(http, "503"), shed_total()
+    assert "content-length" not in routed.request.headers  # so it took the route
+    assert lean.status_code == routed.status_code == 503
+    assert lean.content == routed.content
+    assert lean.headers == routed.headers
+    assert lean.headers["retry-after"] == "1"
+    assert lean.headers["x-content-type-options"] == "nosniff"
+    # Counted as shed, not as a server error in the request metrics (an alert reads those).
+    assert after == (before[0], before[1] + 2)
+
+
+def shed_total() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("groundswell_signing_shed_total") or 0.0
+
+
 async def test_the_lean_path_holds_its_request_in_flight_and_refuses_beyond_the_limit(
     app: FastAPI,
 ) -> None:

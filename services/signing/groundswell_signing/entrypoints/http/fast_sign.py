@@ -7,11 +7,11 @@ gets a bare ASGI handler in front of everything, as the counter's live streams d
 
 It changes nothing a client can see. The route stays in FastAPI (documented, and the
 path everything unusual takes), and the lean path hands a request back to the whole
-app whenever it would answer differently: over capacity (ShedWhenBusy answers the 503),
-a body without a declared length or over the limit (BodySizeLimit answers the 413), a
-body that does not parse into `SignatureRequest` (so the 422 has FastAPI's exact shape),
-a cross-origin request (CORS headers), a non-JSON body. Those hand-overs happen before
-anything is recorded, so nothing is done twice.
+app whenever it would answer differently: a body without a declared length or over the
+limit (BodySizeLimit answers the 413), a body that does not parse into
+`SignatureRequest` (so the 422 has FastAPI's exact shape), a cross-origin request (CORS
+headers), a non-JSON body. Those hand-overs happen before anything is recorded, so
+nothing is done twice.
 
 Why it sits outermost rather than just before the router: the eleven ASGI layers around
 it (ours and Starlette's) each cost a call and a wrapped `send` per request, about a
@@ -19,8 +19,8 @@ tenth of signing's CPU. What the ones that matter do for a signing request, it d
 itself with their own helpers, so each rule has one copy: the request id bound and
 echoed (`bind_request_id`), metrics and the request log (`record_request`), the
 security headers (`with_security_headers`), a logged 500 for what no handler claims
-(`answer_unexpected`); errors are answered by the app's own exception handlers, exactly
-as the route's would be.
+(`answer_unexpected`), the 503 over capacity (`shedding.refuse`, as ShedWhenBusy);
+errors are answered by the app's own exception handlers, exactly as the route's would be.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from groundswell_signing.entrypoints.http.api import accept_signature, accepted_json
 from groundswell_signing.entrypoints.http.schemas import SignatureRequest
 from groundswell_signing.entrypoints.http.security import answer_unexpected, with_security_headers
+from groundswell_signing.entrypoints.http.shedding import refuse
 
 PATH = re.compile(r"^/api/petitions/(?P<slug>[^/]+)/signatures$")
 # What the router would leave in the scope: the route template labels the metrics.
@@ -68,7 +69,7 @@ class FastSign:
         app: FastAPI = scope["app"]
         service = app.state.service
         if service.overloaded():
-            await self.app(scope, receive, send)  # ShedWhenBusy refuses it
+            await self._refuse(send)
             return
         body = await _read_body(receive)
         try:
@@ -92,6 +93,17 @@ class FastSign:
             and length.isdigit()
             and int(length) <= self.max_body_bytes
         )
+
+    async def _refuse(self, send: Send) -> None:
+        """ShedWhenBusy's 503, answered here rather than through the eleven layers: in a
+        surge most requests are refused. As on the route, only the security headers are
+        added: a deliberate refusal is counted by `groundswell_signing_shed_total`, not
+        in the request metrics, whose 5xx rate pages someone."""
+
+        async def secured(message: Message) -> None:
+            await send(with_security_headers(message))
+
+        await refuse(secured)
 
     async def _sign(
         self,

@@ -41,6 +41,13 @@ _HEADERS = [
 ]
 
 
+async def refuse(send: Send) -> None:
+    """The answer over capacity (the route's and the lean path's): 503 with Retry-After."""
+    SHED.inc()
+    await send({"type": "http.response.start", "status": 503, "headers": _HEADERS})
+    await send({"type": "http.response.body", "body": _BODY})
+
+
 class InFlight:
     """Signing requests this process holds, from its front door to their answer."""
 
@@ -75,9 +82,7 @@ class ShedWhenBusy:
         ):
             await self.app(scope, receive, send)
         elif self.overloaded():
-            SHED.inc()
-            await send({"type": "http.response.start", "status": 503, "headers": _HEADERS})
-            await send({"type": "http.response.body", "body": _BODY})
+            await refuse(send)
         else:
             with self.in_flight.held():
                 await self.app(scope, receive, send)
