@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 import structlog
 
 from groundswell_runtime.consumer import EventConsumer, Handler
-from groundswell_runtime.kafka import make_consumer, make_producer
+from groundswell_runtime.kafka import FETCH_MAX_WAIT_MS, make_consumer, make_producer
 from groundswell_runtime.retry import backoff
 
 log = structlog.get_logger()
@@ -59,9 +59,11 @@ class ConsumerLoop:
         handler: Handler,
         *,
         first: Collection[str] = (),
+        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
     ) -> None:
         self.name = name
         self._first = first
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._group = group
         self._topics = list(topics)
         self._bootstrap = bootstrap
@@ -69,7 +71,9 @@ class ConsumerLoop:
         self.consuming = False
 
     async def run(self) -> None:
-        consumer = make_consumer(self._bootstrap, self._group, *self._topics)
+        consumer = make_consumer(
+            self._bootstrap, self._group, *self._topics, fetch_max_wait_ms=self._fetch_max_wait_ms
+        )
         dead_letters = make_producer(self._bootstrap)
         try:
             await consumer.start()

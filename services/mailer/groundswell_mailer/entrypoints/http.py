@@ -16,6 +16,7 @@ from groundswell_contracts.events import Unsubscribed
 from groundswell_contracts.topics import Consumer, Topic
 from groundswell_runtime.background import ConsumerLoop
 from groundswell_runtime.consumer import InTransaction
+from groundswell_runtime.kafka import BULK_FETCH_MAX_WAIT_MS
 from groundswell_runtime.outbox import OutboxRelay, enqueue
 from groundswell_runtime.service import Service, service_app
 
@@ -72,6 +73,7 @@ class MailerService(Service):
                 [Topic.MILESTONES.value],
                 settings.kafka_bootstrap_servers,
                 InTransaction(pool, CampaignHandler(settings)),
+                fetch_max_wait_ms=BULK_FETCH_MAX_WAIT_MS,
             ),
         )
         self.add_consumer(
@@ -84,6 +86,7 @@ class MailerService(Service):
                 settings.kafka_bootstrap_servers,
                 InTransaction(pool, handle_batch=SignatureHandler(settings)),
                 first=[Topic.SIGNER_KEYS.value],
+                fetch_max_wait_ms=BULK_FETCH_MAX_WAIT_MS,
             ),
         )
 

@@ -16,6 +16,7 @@ from groundswell_contracts.topics import Consumer, Topic
 from groundswell_runtime.background import ConsumerLoop
 from groundswell_runtime.client_address import client_address
 from groundswell_runtime.consumer import InTransaction
+from groundswell_runtime.kafka import BULK_FETCH_MAX_WAIT_MS
 from groundswell_runtime.outbox import OutboxRelay
 from groundswell_runtime.service import Service, service_app
 from prometheus_client import Counter
@@ -78,6 +79,7 @@ class SharingService(Service):
                 [Topic.PETITIONS.value, Topic.SIGNATURES.value],
                 settings.kafka_bootstrap_servers,
                 InTransaction(pool, handle_batch=SharingHandler(settings)),
+                fetch_max_wait_ms=BULK_FETCH_MAX_WAIT_MS,
             ),
         )
 
