@@ -1,11 +1,16 @@
-"""The fetcher's per-record hand-over: one task instead of four, same outcomes (no broker)."""
+"""The fetcher's per-record hand-over: one task instead of four, same outcomes; the
+consumer thread's loop (no broker)."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
+import uvloop
 from groundswell_counter.adapters.faust_transport import _waits_on, run_unless_set
+from groundswell_counter.config import CounterSettings
+from groundswell_counter.entrypoints.faust_app import CounterWorker
 from mode.utils.locks import Event as ModeEvent
 
 
@@ -54,3 +59,15 @@ async def test_only_the_wait_of_that_very_event_is_recognised() -> None:
     finally:
         for coro in (mine, theirs, elsewhere):
             coro.close()
+
+
+async def test_the_consumer_thread_runs_on_uvloop(tmp_path: Path) -> None:
+    # mode would give the thread an asyncio loop; the counter's transport gives uvloop.
+    worker = CounterWorker(
+        CounterSettings(kafka_bootstrap_servers="127.0.0.1:1", data_dir=tmp_path)
+    )
+    thread = worker.app.consumer._thread
+    try:
+        assert isinstance(thread.thread_loop, uvloop.Loop)
+    finally:
+        thread.thread_loop.close()
