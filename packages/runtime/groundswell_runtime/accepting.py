@@ -132,8 +132,10 @@ class AcceptingServer(asyncio.AbstractServer):
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await self._loop.connect_accepted_socket(self._protocol_factory, conn)
-        except OSError:
-            conn.close()  # reset before its transport started: the client sees a close
+        except Exception as exc:
+            conn.close()  # the client sees a close; the listener goes on
+            if not isinstance(exc, OSError):  # a reset while queued is routine
+                log.error("connection_setup_failed", error=type(exc).__name__)
 
 
 class AcceptingLoop(uvloop.Loop):

@@ -100,8 +100,8 @@ def _waits_on(coro: object, event: AnyEvent) -> bool:
 
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        # The thread's own loop is uvloop too (mode would make an asyncio one): the
-        # fetches it sends and reads were a tenth of the worker's CPU on asyncio's.
+        # The thread's own loop is uvloop too (mode would make an asyncio one): on
+        # asyncio's, writing its fetch requests alone was 6% of the worker's samples.
         return _ConsumerThread(
             self, loop=self.loop, beacon=self.beacon, thread_loop=uvloop.new_event_loop()
         )
