@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 import uvicorn
 import uvloop
 from groundswell_runtime import accepting, serving
+from starlette.types import Receive, Scope, Send
 
 WAITING = 200  # connections queued in the kernel before the loop turns
 TURNS = 5
@@ -74,17 +77,14 @@ def test_the_accepting_loop_stops_listening_when_closed() -> None:
         loop.close()
 
 
-async def _hello(scope: dict[str, object], receive: object, send: Callable[..., object]) -> None:
+async def _hello(scope: Scope, receive: Receive, send: Send) -> None:
     assert scope["type"] == "http"
-    await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[misc]
-    await send({"type": "http.response.body", "body": b"hello"})  # type: ignore[misc]
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
 
 
 @contextlib.contextmanager
 def _running(config: uvicorn.Config) -> Iterator[uvicorn.Server]:
-    import threading
-    import time
-
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run)
     thread.start()
