@@ -39,8 +39,10 @@ FETCH_MAX_WAIT_MS = 100
 # CPU whether or not records are waiting, and at 100 ms the mailer's and sharing's idle
 # polling took ~6% of a core in the local broker (measured by stopping them), CPU that a
 # surge wants for signing. On Apache Kafka a Fetch returns as soon as records arrive, so
-# this only spaces out idle polls; on the local broker it adds ~200 ms before an email.
-BULK_FETCH_MAX_WAIT_MS = 500
+# this only spaces out idle polls. The local broker answers a Fetch that found records
+# after half this wait, and lists every batch the partition ever stored for it (see
+# outbox.PASS_INTERVAL): a longer wait means fewer such listings, ~0.5 s before an email.
+BULK_FETCH_MAX_WAIT_MS = 1000
 
 
 class TopicCreationError(RuntimeError):

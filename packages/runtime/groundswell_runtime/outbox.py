@@ -137,9 +137,13 @@ async def enqueue_correlated(
 
 # At most one pass per this many seconds, however often writers commit: under load every
 # signing batch wakes the relay, and a pass costs about the same for 2 rows as for 200
-# (round trips, a produce request, the broker's handling of it). What it costs: events
-# reach the broker up to this much later.
-PASS_INTERVAL = 0.02
+# (round trips, a produce request, the broker's handling of it). Each pass leaves one
+# record batch per partition it touches, and the local broker (Tansu) lists every batch
+# a partition has ever stored on each Fetch that finds records there, so its CPU grows
+# with the number of batches: 300 signatures/s for 120 s, the broker 0.18 -> 0.48 of a
+# core at 20 ms, 0.14 -> 0.26 at 100 ms (docs/performance.md). What it costs: under
+# load, events reach the broker up to this much later; a lone event goes at once.
+PASS_INTERVAL = 0.1
 
 
 # The pass takes its batch by plain index scans: the outbox is mostly dead rows between
