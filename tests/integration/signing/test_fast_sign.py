@@ -5,6 +5,9 @@ logged 500 those middlewares give every other request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,10 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
+from groundswell_runtime import serving
 from groundswell_signing.entrypoints.http.app import create_app
+from groundswell_signing.entrypoints.http.fast_sign import FastSign
 from groundswell_signing.service_layer.group_commit import Attempt, SignatureWriter
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import Receive, Scope, Send
 
 from .conftest import SettingsFactory
 
@@ -245,3 +252,97 @@ async def test_while_requests_wait_for_the_loop_new_signatures_are_refused(app: 
         await asyncio.sleep(0.1)  # running freely again
         taken = await http.post(f"/api/petitions/{slug}/signatures", json=body())
         assert taken.status_code == 202, taken.text
+
+
+# --- the door: refused by the HTTP server before the app is called ----------------------
+
+
+@contextlib.asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[int]:
+    """`app` on a free port, as `serve` runs it."""
+    server = uvicorn.Server(serving.server_config(app, host="127.0.0.1", port=0, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await task
+
+
+def raw_post(slug: str, payload: bytes, *, chunked: bool = False) -> bytes:
+    head = f"POST /api/petitions/{slug}/signatures HTTP/1.1\r\nHost: signing.test\r\n"
+    head += "Content-Type: application/json\r\n"
+    if chunked:  # no declared length: the lean path and the door hand it to the app
+        return (
+            head.encode()
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload)
+        )
+    return head.encode() + b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+
+
+async def answers(port: int, data: bytes, count: int) -> list[bytes]:
+    """Send `data` on one connection and read `count` whole answers (content-length)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        got = []
+        for _ in range(count):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = int(re.search(rb"(?i)content-length: (\d+)", head)[1])  # type: ignore[index]
+            got.append(head + await reader.readexactly(length))
+        return got
+    finally:
+        writer.close()
+
+
+def without_date(answer: bytes) -> bytes:
+    return re.sub(rb"(?m)^date: [^\r]*\r\n", b"", answer)
+
+
+async def test_over_capacity_the_server_refuses_at_the_door_as_the_app_does(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reached: list[str] = []
+    lean_path = FastSign.__call__
+
+    async def watched(self: FastSign, scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["path"])
+        await lean_path(self, scope, receive, send)
+
+    monkeypatch.setattr(FastSign, "__call__", watched)
+    service = app.state.service
+    async with client(app) as http:
+        slug = await new_petition(http)
+        before = await signing_requests(http, "503"), shed_total()
+    payload = json.dumps(body()).encode()
+    reached.clear()
+    async with served(app) as port:
+        service.in_flight.count = service.in_flight.limit  # the process is full
+        try:
+            # One connection: refused at the door (its body dropped as it arrives), a
+            # refusal by the app (chunked: no declared length), then a health check.
+            door, routed, health = await answers(
+                port,
+                raw_post(slug, payload)
+                + raw_post(slug, payload, chunked=True)
+                + b"GET /healthz HTTP/1.1\r\nHost: signing.test\r\n\r\n",
+                3,
+            )
+        finally:
+            service.in_flight.count = 0
+        # Only the chunked one reached the app; the door answered the other itself.
+        assert reached == [f"/api/petitions/{slug}/signatures", "/healthz"]
+        assert door.startswith(b"HTTP/1.1 503 ")
+        assert b"\r\nretry-after: 1\r\n" in door and b"\r\ndate: " in door
+        assert without_date(door) == without_date(routed)
+        assert health.startswith(b"HTTP/1.1 200 ")
+        # Not full any more: the same request is let in and signs.
+        (taken,) = await answers(port, raw_post(slug, payload), 1)
+        assert taken.startswith(b"HTTP/1.1 202 "), taken
+    async with client(app) as http:
+        after = await signing_requests(http, "503"), shed_total()
+    # Both refusals counted as shed, neither in the request metrics (an alert reads those).
+    assert after == (before[0], before[1] + 2)

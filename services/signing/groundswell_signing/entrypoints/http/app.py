@@ -142,16 +142,21 @@ class SigningService(Service):
         self.add_loop("signature-writer", self.writer.run)
         settle_heap()
 
-    def overloaded(self) -> bool:
-        """Over capacity: the process holds as many signing requests as it may
-        (`in_flight`), requests wait for its loop (`loop_lag`), the writer's queue is
-        long or old, or the outbox is behind."""
+    def saturated(self) -> bool:
+        """The process is full: it holds as many signing requests as it may
+        (`in_flight`), requests wait for its loop (`loop_lag`), or the writer's queue is
+        long or old. A fact, asked again as often as needed (the server's door asks it,
+        then the lean path)."""
         return (
             self.in_flight.full
             or self.loop_lag.sustained > self._max_loop_lag
             or self.writer.overloaded()
-            or self.backlog.behind()
         )
+
+    def overloaded(self) -> bool:
+        """Over capacity: saturated, or the outbox is behind and this request falls in
+        the share refused (a random draw: asked once per request)."""
+        return self.saturated() or self.backlog.behind()
 
 
 def create_app(settings: SigningSettings) -> FastAPI:

@@ -21,6 +21,11 @@ echoed (`bind_request_id`), metrics and the request log (`record_request`), the
 security headers (`with_security_headers`), a logged 500 for what no handler claims
 (`answer_unexpected`), the 503 over capacity (`shedding.refuse`, as ShedWhenBusy);
 errors are answered by the app's own exception handlers, exactly as the route's would be.
+
+Over capacity, the same requests are refused even earlier, at the HTTP server's door
+(`signing_door`, through `groundswell_runtime.serving.install_door`): no task, no ASGI
+call, the same bytes. The lean path's own refusal remains for a request that was let in
+and finds the process full by the time it runs.
 """
 
 from __future__ import annotations
@@ -35,13 +40,14 @@ from fastapi import FastAPI, Request
 from groundswell_runtime.client_address import client_address
 from groundswell_runtime.correlation import bind_request_id
 from groundswell_runtime.ops import RequestLogPolicy, record_request
+from groundswell_runtime.serving import Door, install_door
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groundswell_signing.entrypoints.http.api import accept_signature, accepted_json
 from groundswell_signing.entrypoints.http.schemas import SignatureRequest
 from groundswell_signing.entrypoints.http.security import answer_unexpected, with_security_headers
-from groundswell_signing.entrypoints.http.shedding import refuse
+from groundswell_signing.entrypoints.http.shedding import refusal, refuse
 
 PATH = re.compile(r"^/api/petitions/(?P<slug>[^/]+)/signatures$")
 # What the router would leave in the scope: the route template labels the metrics.
@@ -63,7 +69,7 @@ class FastSign:
             if scope["type"] == "http" and scope["method"] == "POST"
             else None
         )
-        if match is None or not self._plain(scope["headers"]):
+        if match is None or not _plain(scope["headers"], self.max_body_bytes):
             await self.app(scope, receive, send)
             return
         app: FastAPI = scope["app"]
@@ -79,20 +85,6 @@ class FastSign:
             return
         with service.in_flight.held():
             await self._sign(scope, receive, send, app, request, match["slug"], body)
-
-    def _plain(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        """A same-origin JSON request whose declared length is within the limit (the
-        HTTP parser holds the body to it): anything else takes the whole app."""
-        content_type = _header(headers, b"content-type") or ""
-        length = _header(headers, b"content-length")
-        return (
-            content_type.startswith("application/json")
-            and _header(headers, b"origin") is None
-            and _header(headers, b"transfer-encoding") is None
-            and length is not None
-            and length.isdigit()
-            and int(length) <= self.max_body_bytes
-        )
 
     async def _refuse(self, send: Send) -> None:
         """ShedWhenBusy's 503, answered here rather than through the eleven layers: in a
@@ -187,16 +179,50 @@ class FastSign:
         await send({"type": "http.response.body", "body": payload})
 
 
+def signing_door(app: FastAPI, max_body_bytes: int) -> Door:
+    """While the process is saturated, the lean path's refusal for the requests it would
+    take, answered by the server before the app is called. The outbox's share refused
+    is drawn by the lean path alone, once per request."""
+
+    def door(scope: Scope) -> list[Message] | None:
+        if scope["method"] != "POST" or PATH.match(scope["path"]) is None:
+            return None
+        service = getattr(app.state, "service", None)  # None until the app has started
+        if service is None or not _plain(scope["headers"], max_body_bytes):
+            return None
+        if not service.saturated():
+            return None
+        return [with_security_headers(message) for message in refusal()]
+
+    return door
+
+
 def install_fast_sign(app: FastAPI, max_body_bytes: int) -> None:
     """Put `FastSign` outside every middleware, Starlette's own included: `add_middleware`
     can only reach inside Starlette's error middleware, so it wraps the stack the app
-    builds on its first request."""
+    builds on its first request. Its refusal goes at the server's door too."""
     build = app.build_middleware_stack
 
     def build_with_fast_sign() -> ASGIApp:
         return FastSign(build(), max_body_bytes)
 
     app.build_middleware_stack = build_with_fast_sign  # type: ignore[method-assign]
+    install_door(app, signing_door(app, max_body_bytes))
+
+
+def _plain(headers: list[tuple[bytes, bytes]], max_body_bytes: int) -> bool:
+    """A same-origin JSON request whose declared length is within the limit (the HTTP
+    parser holds the body to it): anything else takes the whole app."""
+    content_type = _header(headers, b"content-type") or ""
+    length = _header(headers, b"content-length")
+    return (
+        content_type.startswith("application/json")
+        and _header(headers, b"origin") is None
+        and _header(headers, b"transfer-encoding") is None
+        and length is not None
+        and length.isdigit()
+        and int(length) <= max_body_bytes
+    )
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groundswell_signing.service_layer.group_commit import SHED, Overloaded
 
@@ -41,11 +41,19 @@ _HEADERS = [
 ]
 
 
-async def refuse(send: Send) -> None:
-    """The answer over capacity (the route's and the lean path's): 503 with Retry-After."""
+def refusal() -> list[Message]:
+    """The answer over capacity (the route's, the lean path's and the door's): 503 with
+    Retry-After, counted as shed."""
     SHED.inc()
-    await send({"type": "http.response.start", "status": 503, "headers": _HEADERS})
-    await send({"type": "http.response.body", "body": _BODY})
+    return [
+        {"type": "http.response.start", "status": 503, "headers": list(_HEADERS)},
+        {"type": "http.response.body", "body": _BODY},
+    ]
+
+
+async def refuse(send: Send) -> None:
+    for message in refusal():
+        await send(message)
 
 
 class InFlight:
