@@ -24,7 +24,11 @@ head is parsed, before uvicorn makes a task and calls the app, the door may hand
 the whole answer, which is sent at once through uvicorn's own `RequestResponseCycle.send`
 (so the bytes, keep-alive and pipelining are uvicorn's). Signing refuses a surge's excess
 this way (fast_sign.py): a refusal through the app cost ~0.14 ms of CPU, and at 4,000
-requests/s offered most of them are refusals.
+requests/s offered most of them are refusals. It relies on uvicorn (0.54) internals: the
+protocol's `_start_asgi_task(cycle, app)`, a cycle's `send` awaiting only while
+`flow.write_paused`, and `on_body` dropping a body once its response is complete. If a
+uvicorn release changes the first, the door is never asked and the app refuses as before
+(the test in tests/integration/signing/test_fast_sign.py then fails).
 
 `server_config` builds the uvicorn.Config (for servers embedded in another event loop,
 like the counter's); `serve` runs one.
