@@ -186,7 +186,7 @@ def plot(timeline: dict[str, Any], steps: list[dict[str, Any]], path: Path, titl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(5, 1, figsize=(11, 13), sharex=True)
+    fig, axes = plt.subplots(6, 1, figsize=(11, 15.5), sharex=True)
 
     def line(ax: Any, series: dict, label: str, **kw: Any) -> None:
         # Seconds without a value stay gaps, not lines drawn across them.
@@ -223,6 +223,15 @@ def plot(timeline: dict[str, Any], steps: list[dict[str, Any]], path: Path, titl
     line(ax, timeline["accepted_per_s"], "accepted/s")
     line(ax, timeline["emails_per_s"], "emails into sink/s")
     ax.set_ylabel("per second")
+    ax = axes[5]
+    for name, series in timeline.get("cpu_cores", {}).items():
+        # Averaged over 5 s: one-second samples of a process's CPU are too jumpy to read.
+        smooth = {
+            t: float(np.mean([series[u] for u in range(t - 4, t + 1) if u in series]))
+            for t in series
+        }
+        line(ax, smooth, name)
+    ax.set_ylabel("CPU, cores\n(5-s average)")
     ax.set_xlabel("seconds since the first step started")
     for ax in axes:
         for s in steps:

@@ -146,6 +146,17 @@ def timeline(run: Run) -> dict[str, Any]:
             for g in run.monitor.lag_groups
         },
         "emails_per_s": emails,
+        # Cores each process used, second by second: a cost that grows with the run (as
+        # the local broker's did, docs/performance.md) shows as a slope here.
+        "cpu_cores": {
+            name: {
+                round(b.t - t0): (b.cpu[name] - a.cpu[name]) / (b.t - a.t)
+                for a, b in itertools.pairwise(samples)
+                # (less CPU than before: a new process, such as each step's generator)
+                if name in a.cpu and name in b.cpu and b.t > a.t and b.cpu[name] >= a.cpu[name]
+            }
+            for name in sorted({name for s in samples for name in s.cpu})
+        },
     }
 
 

@@ -78,4 +78,9 @@ def test_surge_bench_runs_end_to_end_and_reports_sane_figures(tmp_path: Path) ->
     for name in ("bare endpoint", "asyncpg inserts", "aiokafka produce", "raw SMTP"):
         assert body["parts"][name].get("per_s", 0) > 0, body["parts"][name]
     assert body["machine"]["cores"] >= 1
+    cores = body["timeline"]["cpu_cores"]  # second by second, per process
+    for process in ("signing", "broker", "postgres"):
+        values = sorted(cores[process].values())
+        assert values and values[-1] > 0, process
+        assert 0 <= values[len(values) // 2] <= body["machine"]["cores"], process
     assert plot.read_bytes().startswith(b"\x89PNG")
