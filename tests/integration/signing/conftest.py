@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -11,7 +13,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 from groundswell_contracts.sealed import SealedContact, associated_data, unseal
+from groundswell_runtime import serving
 from groundswell_signing.config import SigningSettings
 from groundswell_signing.entrypoints.http.app import create_app
 
@@ -108,6 +112,22 @@ async def start_harness(settings: SigningSettings) -> AsyncIterator[SigningHarne
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://signing.test") as client:
             yield SigningHarness(client, app.state.service.pool, settings)
+
+
+@contextlib.asynccontextmanager
+async def on_a_free_port(app: Any, **overrides: Any) -> AsyncIterator[int]:
+    """`app` on a free port of this loop, as `serving.serve` runs it (`overrides` win);
+    yields the port."""
+    config = serving.server_config(app, host="127.0.0.1", port=0, lifespan="off", **overrides)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await task
 
 
 async def _keep_outbox_copy(pool: Any) -> None:

@@ -19,12 +19,18 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-import uvicorn
 from groundswell_runtime import serving
 from groundswell_runtime.logging import configure_logging
 from groundswell_signing.entrypoints.http.app import create_app
 
-from .conftest import ADMIN, ADMIN_TOKEN, SettingsFactory, SigningHarness, start_harness
+from .conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    SettingsFactory,
+    SigningHarness,
+    on_a_free_port,
+    start_harness,
+)
 
 EVIL = {"Origin": "https://evil.example"}
 FORM = {"name": "Ada Lovelace", "postcode": "OX1 2JD", "country": "GB"}
@@ -108,19 +114,8 @@ async def served(topics: None, signing_settings: SettingsFactory) -> AsyncIterat
         head_timeout = 1.0
 
     app = create_app(signing_settings())
-    async with app.router.lifespan_context(app):
-        config = serving.server_config(
-            app, host="127.0.0.1", port=0, lifespan="off", http=QuickHeadTimeout
-        )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.02)
-        try:
-            yield server.servers[0].sockets[0].getsockname()[1]
-        finally:
-            server.should_exit = True
-            await task
+    async with app.router.lifespan_context(app), on_a_free_port(app, http=QuickHeadTimeout) as port:
+        yield port
 
 
 def first_line(data: bytes) -> str:

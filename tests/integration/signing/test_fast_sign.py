@@ -5,7 +5,6 @@ logged 500 those middlewares give every other request."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import time
@@ -16,16 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
-from groundswell_runtime import serving
 from groundswell_signing.entrypoints.http.app import create_app
 from groundswell_signing.entrypoints.http.fast_sign import FastSign
 from groundswell_signing.service_layer.group_commit import Attempt, SignatureWriter
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Receive, Scope, Send
 
-from .conftest import SettingsFactory
+from .conftest import SettingsFactory, on_a_free_port
 
 ROUTE = "/api/petitions/{slug}/signatures"
 
@@ -257,20 +254,6 @@ async def test_while_requests_wait_for_the_loop_new_signatures_are_refused(app: 
 # --- the door: refused by the HTTP server before the app is called ----------------------
 
 
-@contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[int]:
-    """`app` on a free port, as `serve` runs it."""
-    server = uvicorn.Server(serving.server_config(app, host="127.0.0.1", port=0, lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    try:
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await task
-
-
 def raw_post(slug: str, payload: bytes, *, chunked: bool = False) -> bytes:
     head = f"POST /api/petitions/{slug}/signatures HTTP/1.1\r\nHost: signing.test\r\n"
     head += "Content-Type: application/json\r\n"
@@ -320,7 +303,7 @@ async def test_over_capacity_the_server_refuses_at_the_door_as_the_app_does(
     payload = json.dumps(body()).encode()
     health_check = b"GET /healthz HTTP/1.1\r\nHost: signing.test\r\n\r\n"
     reached.clear()
-    async with served(app) as port:
+    async with on_a_free_port(app) as port:
         service.in_flight.count = service.in_flight.limit  # the process is full
         try:
             # One connection: refused at the door (its body dropped as it arrives), a
