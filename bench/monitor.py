@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from stackrun import ProcessTree, Stack, children_map
 
 LAG_GROUPS = ("counter", "mailer", "sharing")
@@ -217,6 +218,31 @@ class Monitor:
             await asyncio.sleep(self.poll_ms / 1000)
         if writer is not None:
             writer.close()
+
+    async def shed_by_reason(self) -> dict[str, float]:
+        """Signing's refusals so far, by the rule that refused (its
+        `groundswell_signing_shed_total{reason}`); empty if it cannot be read."""
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", self.stack.specs["signing"].port
+            )
+        except OSError:
+            return {}
+        try:
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(-1), 10)
+        except (OSError, TimeoutError):
+            return {}
+        finally:
+            writer.close()
+        text = answer.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")
+        return {
+            sample.labels["reason"]: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "groundswell_signing_shed"
+            for sample in family.samples
+            if sample.name == "groundswell_signing_shed_total"
+        }
 
     async def stop(self) -> None:
         self._stop.set()

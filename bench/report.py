@@ -42,11 +42,17 @@ def step_line(s: dict[str, Any]) -> str:
     return (
         f"  sent {s['achieved_send_rate']:,.0f}/s (generator CPU {s['generator_cpu_share']:.0%},"
         f" late p99 {fmt(s['generator_late_ms']['p99'], 1)} ms),"
-        f" accepted {s['accepted_per_s']:,.0f}/s, shed {s['shed']}, errors {s['errors'] or 0};"
+        f" accepted {s['accepted_per_s']:,.0f}/s, shed {s['shed']}{_reasons(s)},"
+        f" errors {s['errors'] or 0};"
         f" HTTP p99 {fmt(h['p99'], 1)} ms max {fmt(h['max'])} ms; freshness p99 "
         f"{fmt(f['p99'])} ms; emails {s['emails']['in_sink']}/{s['emails']['expected_total']}"
         f" {s['emails']['note']}; " + ("holds" if s["holds"] else f"misses {', '.join(missed)}")
     )
+
+
+def _reasons(step: dict[str, Any]) -> str:
+    reasons = {r: n for r, n in (step.get("shed_by_reason") or {}).items() if n}
+    return f" ({', '.join(f'{r} {n}' for r, n in reasons.items())})" if reasons else ""
 
 
 def closed_summary(gen: dict[str, Any], result: dict[str, Any], seconds: float) -> dict[str, Any]:

@@ -203,8 +203,10 @@ class Run:
             self.t0 = t_start
         port = self.stack.specs["signing"].port
         sink0 = self.stack.sink.count()
+        shed0 = await self.monitor.shed_by_reason()
         gen, result = await self.loadgen(plan, port, args.seconds, rate=rate)
         cpu_load, _ = self.monitor.cpu_rss()
+        shed1 = await self.monitor.shed_by_reason()
         t_load = time.monotonic()
         http = analysis.http_summary(result)
         # Which signatures count: the first accepted one of each person.
@@ -257,6 +259,10 @@ class Run:
             # answering after the last request was due.
             "accepted_per_s": http["accepted"] / max(args.seconds, accepted_span),
             "new_signatures": int(sum(len(v) for v in accepted_at.values())),
+            # Which of signing's rules refused (its metric; the 503s counted above).
+            "shed_by_reason": {
+                reason: int(n - shed0.get(reason, 0)) for reason, n in sorted(shed1.items())
+            },
             "freshness_ms": analysis.ms_summary(fresh),
             "outbox_max_rows": max((s.outbox_pending or 0 for s in window), default=None),
             "outbox_max_age_s": max((s.outbox_oldest_s or 0 for s in window), default=None),

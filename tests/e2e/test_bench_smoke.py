@@ -58,6 +58,10 @@ def test_surge_bench_runs_end_to_end_and_reports_sane_figures(tmp_path: Path) ->
         assert step["accepted"] > 0
         assert step["accepted"] + step["shed"] + sum(step["errors"].values()) == step["requests"]
         assert step["http_ms"]["p50"] is not None
+        # Signing's refusals by rule, read from its metrics: every rule reported.
+        reasons = step["shed_by_reason"]
+        assert set(reasons) == {"in_flight", "loop_lag", "writer_queue", "outbox_backlog"}
+        assert sum(reasons.values()) <= step["shed"]
         assert step["freshness_ms"]["p50"] is not None
         assert step["emails"]["all_in_sink_after_s"] is not None
         assert set(step["targets"]) == {

@@ -178,9 +178,11 @@ async def test_over_capacity_the_lean_path_refuses_as_the_route_does(app: FastAP
 
 
 def shed_total() -> float:
+    """Refusals for a full process (the rule these tests trigger), by its own label."""
     from prometheus_client import REGISTRY
 
-    return REGISTRY.get_sample_value("groundswell_signing_shed_total") or 0.0
+    labels = {"reason": "in_flight"}
+    return REGISTRY.get_sample_value("groundswell_signing_shed_total", labels) or 0.0
 
 
 async def test_the_lean_path_holds_its_request_in_flight_and_refuses_beyond_the_limit(

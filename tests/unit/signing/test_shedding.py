@@ -9,9 +9,20 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from groundswell_signing.entrypoints.http.shedding import InFlight, ShedWhenBusy
-from groundswell_signing.service_layer.group_commit import Overloaded, SignatureWriter
+from groundswell_signing.service_layer.group_commit import (
+    Overloaded,
+    ShedReason,
+    SignatureWriter,
+)
+from prometheus_client import REGISTRY
 
 from .conftest import attempt
+
+
+def shed(reason: ShedReason) -> float:
+    value = REGISTRY.get_sample_value("groundswell_signing_shed_total", {"reason": reason})
+    assert value is not None  # every reason is there from the start
+    return value
 
 
 def stuck_writer(**limits: Any) -> SignatureWriter:
@@ -24,8 +35,10 @@ async def test_a_full_queue_refuses_the_next_attempt() -> None:
     waiting = [asyncio.ensure_future(writer.submit(attempt())) for _ in range(2)]
     await asyncio.sleep(0)
     assert writer.overloaded()
+    before = shed(ShedReason.WRITER_QUEUE)
     with pytest.raises(Overloaded):
         await writer.submit(attempt())
+    assert shed(ShedReason.WRITER_QUEUE) == before + 1
     for task in waiting:
         task.cancel()
 
@@ -53,13 +66,21 @@ async def test_signing_requests_are_refused_before_the_app_sees_them() -> None:
         return {}
 
     writer = stuck_writer(max_queue=1, max_queue_age=60)
-    shed = ShedWhenBusy(app, overloaded=writer.overloaded, in_flight=InFlight(64))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=shed), base_url="http://t") as c:
+    guard = ShedWhenBusy(
+        app,
+        overloaded=lambda: ShedReason.WRITER_QUEUE if writer.overloaded() else None,
+        in_flight=InFlight(64),
+    )
+    before = shed(ShedReason.WRITER_QUEUE)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guard), base_url="http://t"
+    ) as c:
         assert (await c.post("/api/petitions/a/signatures")).status_code == 200
         waiting = asyncio.ensure_future(writer.submit(attempt()))
         await asyncio.sleep(0)
         refused = await c.post("/api/petitions/b/signatures")
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert shed(ShedReason.WRITER_QUEUE) == before + 1  # counted with its reason
         assert "nothing was recorded" in refused.json()["detail"]
         assert (await c.get("/p/b")).status_code == 200  # only signing is shed
         waiting.cancel()
@@ -76,8 +97,14 @@ async def test_a_process_holding_its_limit_of_requests_refuses_the_next() -> Non
         return {}
 
     in_flight = InFlight(2)
-    shed = ShedWhenBusy(app, overloaded=lambda: in_flight.full, in_flight=in_flight)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=shed), base_url="http://t") as c:
+    guard = ShedWhenBusy(
+        app,
+        overloaded=lambda: ShedReason.IN_FLIGHT if in_flight.full else None,
+        in_flight=in_flight,
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guard), base_url="http://t"
+    ) as c:
         held = [asyncio.ensure_future(c.post(f"/api/petitions/{n}/signatures")) for n in "ab"]
         while in_flight.count < 2:
             await asyncio.sleep(0.001)

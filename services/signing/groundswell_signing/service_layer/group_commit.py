@@ -39,6 +39,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 import asyncpg
@@ -65,7 +66,24 @@ BATCH_SIZE = Histogram(
     "Signing attempts written per transaction",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )
-SHED = Counter("groundswell_signing_shed_total", "Signing attempts refused over capacity")
+
+
+class ShedReason(StrEnum):
+    """Which rule refused a signing attempt over capacity: the label of
+    `groundswell_signing_shed_total`, so an operator sees why the process refuses, not
+    only that it does (docs/operations.md)."""
+
+    IN_FLIGHT = "in_flight"  # the process holds as many signing requests as it may
+    LOOP_LAG = "loop_lag"  # its event loop keeps running late
+    WRITER_QUEUE = "writer_queue"  # the writer's queue is long, or its oldest attempt old
+    OUTBOX_BACKLOG = "outbox_backlog"  # the share let in while the outbox is behind
+
+
+SHED = Counter(
+    "groundswell_signing_shed_total", "Signing attempts refused over capacity", ["reason"]
+)
+for _reason in ShedReason:  # every reason reads 0 from the start, not absent
+    SHED.labels(_reason)
 
 # Retry a batch that lost a deadlock or serialisation race; the database settles it.
 _RACE_RETRIES = 3
@@ -145,7 +163,7 @@ class SignatureWriter:
 
     async def submit(self, attempt: Attempt) -> Result:
         if self.overloaded(attempt.queued_at):
-            SHED.inc()
+            SHED.labels(ShedReason.WRITER_QUEUE).inc()
             raise Overloaded()
         self._queue.append(attempt)
         self._ready.set()

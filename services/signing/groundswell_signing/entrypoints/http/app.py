@@ -27,7 +27,7 @@ from groundswell_signing.entrypoints.http.shedding import InFlight, ShedWhenBusy
 from groundswell_signing.entrypoints.relay import RelaySettings, new_relay
 from groundswell_signing.migrations import MIGRATIONS
 from groundswell_signing.service_layer.backlog import OutboxBacklog
-from groundswell_signing.service_layer.group_commit import SignatureWriter
+from groundswell_signing.service_layer.group_commit import ShedReason, SignatureWriter
 from groundswell_signing.service_layer.petitions import CountCache, PetitionCache
 from groundswell_signing.service_layer.signing import AbusePolicy
 
@@ -142,21 +142,24 @@ class SigningService(Service):
         self.add_loop("signature-writer", self.writer.run)
         settle_heap()
 
-    def saturated(self) -> bool:
-        """The process is full: it holds as many signing requests as it may
+    def saturated(self) -> ShedReason | None:
+        """Why the process is full, or None: it holds as many signing requests as it may
         (`in_flight`), requests wait for its loop (`loop_lag`), or the writer's queue is
         long or old. A fact, asked again as often as needed (the server's door asks it,
         then the lean path)."""
-        return (
-            self.in_flight.full
-            or self.loop_lag.sustained > self._max_loop_lag
-            or self.writer.overloaded()
-        )
+        if self.in_flight.full:
+            return ShedReason.IN_FLIGHT
+        if self.loop_lag.sustained > self._max_loop_lag:
+            return ShedReason.LOOP_LAG
+        if self.writer.overloaded():
+            return ShedReason.WRITER_QUEUE
+        return None
 
-    def overloaded(self) -> bool:
-        """Over capacity: saturated, or the outbox is behind and this request falls in
-        the share refused (a random draw: asked once per request)."""
-        return self.saturated() or self.backlog.behind()
+    def overloaded(self) -> ShedReason | None:
+        """Why this request is over capacity, or None: saturated, or the outbox is behind
+        and this request falls in the share refused (a random draw: asked once per
+        request)."""
+        return self.saturated() or (ShedReason.OUTBOX_BACKLOG if self.backlog.behind() else None)
 
 
 def create_app(settings: SigningSettings) -> FastAPI:

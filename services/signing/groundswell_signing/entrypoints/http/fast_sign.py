@@ -48,6 +48,7 @@ from groundswell_signing.entrypoints.http.api import accept_signature, accepted_
 from groundswell_signing.entrypoints.http.schemas import SignatureRequest
 from groundswell_signing.entrypoints.http.security import answer_unexpected, with_security_headers
 from groundswell_signing.entrypoints.http.shedding import refusal, refuse
+from groundswell_signing.service_layer.group_commit import ShedReason
 
 PATH = re.compile(r"^/api/petitions/(?P<slug>[^/]+)/signatures$")
 # What the router would leave in the scope: the route template labels the metrics.
@@ -74,8 +75,8 @@ class FastSign:
             return
         app: FastAPI = scope["app"]
         service = app.state.service
-        if service.overloaded():
-            await self._refuse(send)
+        if reason := service.overloaded():
+            await self._refuse(send, reason)
             return
         body = await _read_body(receive)
         try:
@@ -86,7 +87,7 @@ class FastSign:
         with service.in_flight.held():
             await self._sign(scope, receive, send, app, request, match["slug"], body)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, reason: ShedReason) -> None:
         """ShedWhenBusy's 503, answered here rather than through the eleven layers: in a
         surge most requests are refused. As on the route, only the security headers are
         added: a deliberate refusal is counted by `groundswell_signing_shed_total`, not
@@ -95,7 +96,7 @@ class FastSign:
         async def secured(message: Message) -> None:
             await send(with_security_headers(message))
 
-        await refuse(secured)
+        await refuse(secured, reason)
 
     async def _sign(
         self,
@@ -190,9 +191,10 @@ def signing_door(app: FastAPI, max_body_bytes: int) -> Door:
         service = getattr(app.state, "service", None)  # None until the app has started
         if service is None or not _plain(scope["headers"], max_body_bytes):
             return None
-        if not service.saturated():
+        reason = service.saturated()
+        if reason is None:
             return None
-        return [with_security_headers(message) for message in refusal()]
+        return [with_security_headers(message) for message in refusal(reason)]
 
     return door
 

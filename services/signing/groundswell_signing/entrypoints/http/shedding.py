@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from groundswell_signing.service_layer.group_commit import SHED, Overloaded
+from groundswell_signing.service_layer.group_commit import SHED, Overloaded, ShedReason
 
 SIGNING_PATH = re.compile(r"^/api/petitions/[^/]+/signatures$")
 _BODY = json.dumps(
@@ -41,18 +41,18 @@ _HEADERS = [
 ]
 
 
-def refusal() -> list[Message]:
+def refusal(reason: ShedReason) -> list[Message]:
     """The answer over capacity (the route's, the lean path's and the door's): 503 with
-    Retry-After, counted as shed."""
-    SHED.inc()
+    Retry-After, counted as shed for `reason`."""
+    SHED.labels(reason).inc()
     return [
         {"type": "http.response.start", "status": 503, "headers": list(_HEADERS)},
         {"type": "http.response.body", "body": _BODY},
     ]
 
 
-async def refuse(send: Send) -> None:
-    for message in refusal():
+async def refuse(send: Send, reason: ShedReason) -> None:
+    for message in refusal(reason):
         await send(message)
 
 
@@ -77,7 +77,9 @@ class InFlight:
 
 
 class ShedWhenBusy:
-    def __init__(self, app: ASGIApp, overloaded: Callable[[], bool], in_flight: InFlight) -> None:
+    def __init__(
+        self, app: ASGIApp, overloaded: Callable[[], ShedReason | None], in_flight: InFlight
+    ) -> None:
         self.app = app
         self.overloaded = overloaded
         self.in_flight = in_flight
@@ -89,8 +91,8 @@ class ShedWhenBusy:
             and SIGNING_PATH.match(scope["path"])
         ):
             await self.app(scope, receive, send)
-        elif self.overloaded():
-            await refuse(send)
+        elif reason := self.overloaded():
+            await refuse(send, reason)
         else:
             with self.in_flight.held():
                 await self.app(scope, receive, send)
