@@ -114,3 +114,37 @@ async def test_a_process_holding_its_limit_of_requests_refuses_the_next() -> Non
         assert [(await r).status_code for r in held] == [200, 200]
         assert in_flight.count == 0  # released when answered
         assert (await c.post("/api/petitions/d/signatures")).status_code == 200
+
+
+class _Backlog:
+    def __init__(self, behind: bool) -> None:
+        self._behind = behind
+
+    def behind(self) -> bool:
+        return self._behind
+
+
+async def test_the_service_names_the_first_rule_that_refuses() -> None:
+    # The rules as SigningService asks them, no database: each reading set by hand.
+    from groundswell_runtime.loop_lag import LoopLag
+    from groundswell_signing.config import SigningSettings
+    from groundswell_signing.entrypoints.http.app import SigningService
+
+    service = SigningService(SigningSettings(ADMIN_TOKEN="x" * 40, max_in_flight=2))
+    service.writer = stuck_writer(max_queue=1, max_queue_age=60)
+    service.loop_lag = LoopLag(readings=1)
+    service.backlog = _Backlog(behind=False)  # type: ignore[assignment]
+    assert service.saturated() is None and service.overloaded() is None
+
+    service.backlog = _Backlog(behind=True)  # type: ignore[assignment]
+    assert service.saturated() is None  # the door does not draw the outbox's share
+    assert service.overloaded() is ShedReason.OUTBOX_BACKLOG
+
+    service.writer._queue.append(attempt())  # the writer's queue at its limit
+    assert service.overloaded() is ShedReason.WRITER_QUEUE
+
+    service.loop_lag._readings.append(1.0)  # a second late, every reading
+    assert service.saturated() is ShedReason.LOOP_LAG
+
+    service.in_flight.count = service.in_flight.limit
+    assert service.overloaded() is ShedReason.IN_FLIGHT
