@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from groundswell_signing.service_layer.group_commit import SHED, Overloaded, ShedReason
+from groundswell_signing.service_layer.group_commit import SHED_BY_REASON, Overloaded, ShedReason
 
 SIGNING_PATH = re.compile(r"^/api/petitions/[^/]+/signatures$")
 _BODY = json.dumps(
@@ -44,7 +44,7 @@ _HEADERS = [
 def refusal(reason: ShedReason) -> list[Message]:
     """The answer over capacity (the route's, the lean path's and the door's): 503 with
     Retry-After, counted as shed for `reason`."""
-    SHED.labels(reason).inc()
+    SHED_BY_REASON[reason].inc()
     return [
         {"type": "http.response.start", "status": 503, "headers": list(_HEADERS)},
         {"type": "http.response.body", "body": _BODY},
