@@ -41,13 +41,27 @@ async def wait_for_mail(kit: Any, address: str, count: int = 1) -> list[Any]:
     return list(await kit.eventually(arrived))
 
 
-async def drain(kit: Any, *petition_ids: uuid.UUID) -> None:
-    """Wait until everything published so far for these petitions has been handled."""
+async def drain(kit: Any, mailer: Any, *petition_ids: uuid.UUID) -> None:
+    """Wait until everything published so far for these petitions has been handled and
+    sent. A marker is taken in after everything before it, but the sender sends several
+    emails at once, so its mail can reach the sink before an earlier one's: once it has
+    arrived, wait too until no email of these petitions is queued or mid-send (an email
+    is marked sent only after the server took it)."""
     markers = [kit.signature(petition_id=pid) for pid in petition_ids]
     for marker in markers:
         await kit.publish(marker)
     for marker in markers:
         await wait_for_mail(kit, marker.email)
+
+    async def nothing_unsent() -> bool:
+        unsent = await mailer.db.fetchval(
+            "SELECT count(*) FROM mailer.emails "
+            "WHERE petition_id = ANY($1::uuid[]) AND status IN ('queued', 'sending')",
+            list(petition_ids),
+        )
+        return unsent == 0
+
+    await kit.eventually(nothing_unsent)
 
 
 def parts(message: Any) -> tuple[str, str]:
@@ -83,7 +97,7 @@ async def test_signed_signature_gets_exactly_one_thank_you(mailer: Any, kit: Any
     await kit.publish(event)
     await kit.publish(event)  # redelivered
     await kit.publish(event.again())  # the same signature again, under another event id
-    await drain(kit, event.petition_id)
+    await drain(kit, mailer, event.petition_id)
 
     messages = kit.mail_to(kit.infra.mail_dir, event.email)
     assert len(messages) == 1
@@ -145,7 +159,7 @@ async def test_pending_gets_confirmation_then_thank_you_on_confirmed(mailer: Any
     assert confirmation["List-Unsubscribe"] is None
     assert event.withdraw_token not in text
 
-    await drain(kit, event.petition_id)
+    await drain(kit, mailer, event.petition_id)
     early = kit.mail_to(kit.infra.mail_dir, event.email)
     assert len(early) == 1, "thank-you sent before confirmation"
 
@@ -153,7 +167,7 @@ async def test_pending_gets_confirmation_then_thank_you_on_confirmed(mailer: Any
     await kit.publish(confirmed)
     await kit.publish(confirmed)
     messages = await wait_for_mail(kit, event.email, 2)
-    await drain(kit, event.petition_id)
+    await drain(kit, mailer, event.petition_id)
     messages = kit.mail_to(kit.infra.mail_dir, event.email)
     assert [m["Subject"] for m in messages] == [
         "Please confirm your signature on “Save the <Park> & pond”",
@@ -168,7 +182,7 @@ async def test_pending_gets_confirmation_then_thank_you_on_confirmed(mailer: Any
 async def test_fraudulent_signature_gets_nothing(mailer: Any, kit: Any) -> None:
     event = kit.signature(status="fraudulent")
     await kit.publish(event)
-    await drain(kit, event.petition_id)
+    await drain(kit, mailer, event.petition_id)
     assert kit.mail_to(kit.infra.mail_dir, event.email) == []
     assert await email_rows(mailer, event.signature_id) == []
 
@@ -183,7 +197,7 @@ async def test_withdrawn_before_confirmation_cancels_the_thank_you(mailer: Any, 
     await kit.publish(
         SignatureConfirmed(petition_id=event.petition_id, signature_id=event.signature_id)
     )
-    await drain(kit, event.petition_id)
+    await drain(kit, mailer, event.petition_id)
     assert len(kit.mail_to(kit.infra.mail_dir, event.email)) == 1
     rows = await settled_rows(kit, mailer, event.signature_id)
     assert [(r["kind"], r["status"]) for r in rows] == [
@@ -209,7 +223,7 @@ async def test_already_signed_notice_is_capped_per_day(mailer: Any, kit: Any) ->
 
     for after in (timedelta(0), timedelta(minutes=5), timedelta(hours=23, minutes=59)):
         await kit.publish(attempt(after))
-    await drain(kit, original.petition_id)
+    await drain(kit, mailer, original.petition_id)
     messages = kit.mail_to(kit.infra.mail_dir, original.email)
     assert [m["Subject"] for m in messages] == [
         "Thank you for signing “Save the <Park> & pond”",
@@ -223,7 +237,7 @@ async def test_already_signed_notice_is_capped_per_day(mailer: Any, kit: Any) ->
 
     # A day after the last notice, the owner may be told again.
     await kit.publish(attempt(timedelta(hours=24, seconds=1)))
-    await drain(kit, original.petition_id)
+    await drain(kit, mailer, original.petition_id)
     assert len(kit.mail_to(kit.infra.mail_dir, original.email)) == 3
 
 
@@ -273,7 +287,7 @@ async def test_one_click_unsubscribe_stops_thank_yous_at_once(mailer: Any, kit: 
     )
     await kit.publish(second)
     await kit.publish(third)
-    await drain(kit, second.petition_id, third.petition_id)
+    await drain(kit, mailer, second.petition_id, third.petition_id)
     subjects = [m["Subject"] for m in kit.mail_to(kit.infra.mail_dir, first.email)]
     assert subjects == [
         "Thank you for signing “Save the <Park> & pond”",
@@ -295,7 +309,7 @@ async def test_unusable_events_are_dead_lettered_and_the_stream_moves_on(
     # for a signature that can no longer be confirmed. Nothing to send, nothing to dead-letter.
     tokenless = kit.signature(petition_id=petition_id, status="pending")
     await kit.publish(tokenless)
-    await drain(kit, petition_id)
+    await drain(kit, mailer, petition_id)
 
     async def dead_letters() -> list[Any]:
         records = await kit.topic_records(kit.infra.kafka_bootstrap, "mailer.dlq")

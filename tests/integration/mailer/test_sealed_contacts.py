@@ -50,7 +50,7 @@ async def test_a_confirmation_while_the_contact_waits_releases_the_thank_you(
     await kit.publish(
         SignatureConfirmed(petition_id=event.petition_id, signature_id=event.signature_id)
     )
-    await drain(kit, event.petition_id)  # both handled: the contact still waits
+    await drain(kit, mailer, event.petition_id)  # both handled: the contact still waits
     assert await email_rows(mailer, event.signature_id) == []
 
     await kit.publish(event.key)
@@ -86,7 +86,7 @@ async def test_shredding_a_key_forgets_the_signer(mailer: Any, kit: Any) -> None
     assert await kit.eventually(forgotten)
     # The same contact coming again (a replay from before the erasure) is not mailed.
     await kit.publish(event.again())
-    await drain(kit, event.petition_id)
+    await drain(kit, mailer, event.petition_id)
     assert await email_rows(mailer, event.signature_id) == []
     assert len(kit.mail_to(kit.infra.mail_dir, event.email)) == 1
 
