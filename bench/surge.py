@@ -63,7 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=60, help="seconds per step")
     parser.add_argument("--signing-only", action="store_true")
     parser.add_argument("--connections", type=int, default=64, help="closed-loop connections")
-    parser.add_argument("--closed-seconds", type=float, default=10)
+    parser.add_argument(
+        "--closed-seconds", type=float, default=10, help="--signing-only: 0 skips the closed loops"
+    )
     parser.add_argument("--petitions", type=int, default=4)
     parser.add_argument("--seed-signatures", type=int, default=40)
     parser.add_argument("--poll-ms", type=int, default=50, help="count API poll interval")
@@ -362,10 +364,12 @@ async def signing_only(args: argparse.Namespace, stack: Stack) -> dict[str, Any]
     await run.prepare()
     try:
         n = int(max(20_000, 8_000 * args.closed_seconds))
-        _, bare_port = start_bare_endpoint(stack, args.bare_workers)
-        port = stack.specs["signing"].port
         results: dict[str, Any] = {}
-        for name, target in (("bare endpoint", bare_port), ("signing", port)):
+        closed = []
+        if args.closed_seconds > 0:
+            _, bare_port = start_bare_endpoint(stack, args.bare_workers)
+            closed = [("bare endpoint", bare_port), ("signing", stack.specs["signing"].port)]
+        for name, target in closed:
             print(f"{name}: closed loop, {args.connections} connections ...", flush=True)
             gen, result = await run.loadgen(
                 run.planner.plan(n), target, args.closed_seconds, closed=args.connections
@@ -377,9 +381,10 @@ async def signing_only(args: argparse.Namespace, stack: Stack) -> dict[str, Any]
     finally:
         await run.monitor.stop()
     out = report.assemble(run, steps, {}, {})
-    out["closed_loop"] = results
-    bare, signing = results["bare endpoint"]["per_s"], results["signing"]["per_s"]
-    out["closed_loop"]["signing_vs_bare"] = signing / bare if bare else None
+    if results:
+        out["closed_loop"] = results
+        bare, signing = results["bare endpoint"]["per_s"], results["signing"]["per_s"]
+        out["closed_loop"]["signing_vs_bare"] = signing / bare if bare else None
     return out
 
 

@@ -18,6 +18,7 @@ from groundswell_runtime.kafka import ensure_topics, make_consumer, make_produce
 from groundswell_runtime.outbox import (
     LOCK_FOR_A_PASS,
     OutboxRelay,
+    RelayWakeup,
     notify_channel,
     outbox_migration,
     take_batch,
@@ -185,4 +186,36 @@ async def test_the_relay_makes_at_most_one_pass_per_interval(fresh_database: str
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+        await pool.close()
+
+
+async def test_a_wakeup_after_commits_reaches_the_relay_and_bursts_share_one(
+    fresh_database: str,
+) -> None:
+    """Signing wakes its relay after each batch's commit, from outside it (the coalescing
+    while a NOTIFY is on its way: tests/unit/runtime/test_relay_wakeup.py)."""
+    schema = f"o{uuid.uuid4().hex[:8]}"
+    pool = await create_pool(fresh_database, max_size=2)
+    listener = await asyncpg.connect(fresh_database)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(notify_channel(schema), lambda *args: heard.put_nowait(args[2]))
+    wake = RelayWakeup(pool, schema)
+
+    async def notifications() -> int:
+        await asyncio.sleep(0.5)  # delivered within milliseconds; wait well past that
+        count = heard.qsize()
+        while not heard.empty():
+            heard.get_nowait()
+        return count
+
+    try:
+        for _ in range(5):  # all before the NOTIFY leaves: it follows every one of them
+            wake()
+        assert await notifications() == 1
+        wake()
+        assert await notifications() == 1
+        assert await notifications() == 0  # nothing without a call
+    finally:
+        await wake.close()
+        await listener.close()
         await pool.close()

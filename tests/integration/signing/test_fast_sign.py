@@ -115,7 +115,12 @@ async def test_over_capacity_the_lean_path_is_shed_with_retry_after(app: FastAPI
     service = app.state.service
     working = service.writer
     # Every writer busy: one request has waited longer than the queue allows.
-    stuck = SignatureWriter(None, flag_over_limit=False, max_queue_age=0.001)  # type: ignore[arg-type]
+    stuck = SignatureWriter(
+        None,  # type: ignore[arg-type]
+        wake_relay=lambda: None,
+        flag_over_limit=False,
+        max_queue_age=0.001,
+    )
     waiting = asyncio.ensure_future(
         stuck.submit(
             Attempt(

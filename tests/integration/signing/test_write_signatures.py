@@ -4,13 +4,17 @@ without nested loops on the writer's connections."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+from groundswell_runtime.outbox import notify_channel
 from groundswell_signing.adapters.repository import (
+    SCHEMA,
     WRITE_SIGNATURES,
     WRITER_SETTINGS,
     SignatureBatch,
@@ -74,9 +78,7 @@ async def test_the_statement_admits_exactly_as_the_rule_does(signing: SigningHar
             totals[counter] = totals.get(counter, 0) + n
         expected = admit(hits, totals, EPOCH)
         async with signing.pool.acquire() as conn:
-            batch = SignatureBatch(
-                [row(petition_id) for _ in hits], hits, NOW, False, [], "test_write_signatures"
-            )
+            batch = SignatureBatch([row(petition_id) for _ in hits], hits, NOW, False, [])
             written = await write_signatures(conn, batch)
         waits = [
             None if w.over_limit_until is None else max(1, int(w.over_limit_until - EPOCH + 0.999))
@@ -99,7 +101,7 @@ async def test_the_writer_connections_plan_it_without_nested_loops(
 ) -> None:
     """The planner cannot count arrays and CTEs (it guesses a few rows each): in a generic
     plan it joined them by nested loops, 0.4-0.8 s for a batch of a few hundred."""
-    parameters = len(SignatureBatch([], [], NOW, False, [], "test_write_signatures").arguments())
+    parameters = len(SignatureBatch([], [], NOW, False, []).arguments())
 
     async def nested_loops_over_arrays(settings: dict[str, str]) -> list[str]:
         """The plan asyncpg's prepared statement gets after a few runs (a generic one):
@@ -128,3 +130,21 @@ async def test_the_writer_connections_plan_it_without_nested_loops(
 
     assert await nested_loops_over_arrays({})  # what the settings are for
     assert await nested_loops_over_arrays(WRITER_SETTINGS) == []
+
+
+async def test_the_relay_is_woken_after_a_batch_commits(signing: SigningHarness) -> None:
+    """The statement itself sends no NOTIFY (it would make the commit wait for every other
+    NOTIFYing commit in the cluster); the writer wakes the relay after the commit."""
+    listener = await asyncpg.connect(signing.settings.database_url)
+    heard = asyncio.Event()
+    await listener.add_listener(notify_channel(SCHEMA), lambda *_: heard.set())
+    try:
+        petition = await signing.create_petition()
+        await asyncio.sleep(0.3)
+        heard.clear()  # the petition's own events
+        response = await signing.sign(petition["slug"])
+        assert response.status_code == 202, response.text
+        await asyncio.wait_for(heard.wait(), timeout=2)
+    finally:
+        await listener.close()
+    assert "pg_notify" not in WRITE_SIGNATURES

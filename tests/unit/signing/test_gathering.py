@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from groundswell_signing.service_layer.group_commit import (
     Attempt,
@@ -19,9 +18,14 @@ class RecordingWriter(SignatureWriter):
     """Writes nothing: records each batch it would write and answers it."""
 
     def __init__(self, gather: float) -> None:
-        super().__init__(None, flag_over_limit=False, writers=1, gather=gather)  # type: ignore[arg-type]
+        super().__init__(
+            None,  # type: ignore[arg-type]
+            wake_relay=lambda: None,
+            flag_over_limit=False,
+            writers=1,
+            gather=gather,
+        )
         self.batches: list[int] = []
-        self._last_prune = time.monotonic()  # no rate counters to prune here
 
     async def _write(self, batch: list[Attempt]) -> None:
         self.batches.append(len(batch))

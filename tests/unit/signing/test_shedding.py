@@ -27,7 +27,12 @@ def shed(reason: ShedReason) -> float:
 
 def stuck_writer(**limits: Any) -> SignatureWriter:
     # Never run: nothing drains the queue, as when every writer is busy committing.
-    return SignatureWriter(None, flag_over_limit=False, **limits)  # type: ignore[arg-type]
+    return SignatureWriter(
+        None,  # type: ignore[arg-type]
+        wake_relay=lambda: None,
+        flag_over_limit=False,
+        **limits,
+    )
 
 
 async def test_a_full_queue_refuses_the_next_attempt() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 from groundswell_contracts.events import BaseEvent
 from groundswell_runtime.outbox import outbox_columns
+from groundswell_runtime.retention import delete_in_batches
 
 from groundswell_signing.domain.petitions import SLUG, Petition
 from groundswell_signing.domain.rate_limits import Hit
@@ -73,8 +74,16 @@ async def update_petition(
     return _petition(row)
 
 
-async def prune_rate_counters(conn: asyncpg.Connection, now: int) -> None:
-    await conn.execute("DELETE FROM signing.rate_counters WHERE window_end < $1", now)
+async def prune_rate_counters(pool: asyncpg.Pool, now: int, *, batch_size: int) -> int:
+    """Delete the counters of rate windows that ended before `now` (epoch seconds), in
+    short transactions of `batch_size` rows; returns how many."""
+    return await delete_in_batches(
+        pool,
+        "DELETE FROM signing.rate_counters WHERE (key, window_start) IN ("
+        "  SELECT key, window_start FROM signing.rate_counters WHERE window_end < $1 LIMIT $2)",
+        now,
+        batch_size=batch_size,
+    )
 
 
 SIGNATURE_COLUMNS: dict[str, str] = {
@@ -129,8 +138,9 @@ _STORED = {  # what a row over a limit is stored with when the campaign flags in
 # (petition, canonical email) order so concurrent batches take the unique index's locks in
 # one order; the outbox rows of the signatures actually inserted (the unique constraint
 # decides duplicates, also within the batch), in the variant for the status it was stored
-# with (a flagged row's events are those of a fraudulent one); the relay's wake-up,
-# delivered at commit. Data-modifying CTEs always run to completion.
+# with (a flagged row's events are those of a fraudulent one). Data-modifying CTEs always
+# run to completion. The relay is woken after the commit, not by a NOTIFY in it
+# (`groundswell_runtime.outbox.RelayWakeup` says why).
 WRITE_SIGNATURES = f"""
 WITH attempt AS (
     SELECT * FROM unnest({_ARRAYS})
@@ -180,13 +190,10 @@ WITH attempt AS (
             correlation_id, n)
     JOIN inserted i ON i.id = e.signature_id AND i.fraudulent = e.fraudulent
     ORDER BY e.n
-    RETURNING 1
 )
 SELECT a.n, a.petition_id IN (SELECT id FROM open) AS open, r.until,
     a.id IN (SELECT id FROM inserted) AS inserted
 FROM attempt a LEFT JOIN refused r ON r.attempt = a.n
-LEFT JOIN (SELECT pg_notify(${_N + 16}, '') WHERE EXISTS (SELECT FROM published)) AS wake
-    ON true
 ORDER BY a.n
 """
 
@@ -202,7 +209,6 @@ class SignatureBatch:
     now: datetime
     flag_over_limit: bool
     events: Sequence[tuple[uuid.UUID, bool, BaseEvent, str | None]]
-    notify: str  # the relay's channel
 
     def arguments(self) -> list[Any]:
         """The statement's parameters: column arrays of the rows, of the hits (with the
@@ -221,7 +227,6 @@ class SignatureBatch:
             [signature_id for signature_id, _, _, _ in events],
             [fraudulent for _, fraudulent, _, _ in events],
             *outbox_columns([(event, cid) for _, _, event, cid in events]),
-            self.notify,
         ]
 
 

@@ -5,11 +5,13 @@ row to the `SignatureWriter` and waits. A few writer tasks each take everything
 queued (up to `max_batch`) and write it with ONE statement, whatever the batch size
 (`repository.write_signatures`): which petitions are open, the rate counters (one atomic
 upsert each), the signatures (one multi-row insert; the unique constraint decides
-duplicates) and the outbox events of those inserted, with the relay's wake-up. One
-statement is one transaction and one round trip: under load a writer's round trips
-wait behind every request the event loop has in hand, so each one saved is latency
-saved, and PostgreSQL parses and commits once per batch. Each request is answered when
-its batch has committed, so a 202 still means "durably recorded".
+duplicates) and the outbox events of those inserted. One statement is one transaction
+and one round trip: under load a writer's round trips wait behind every request the
+event loop has in hand, so each one saved is latency saved, and PostgreSQL parses and
+commits once per batch. Each request is answered when its batch has committed, so a 202
+still means "durably recorded". The relay is woken after the commit, from outside it
+(`wake_relay`: a NOTIFY in the transaction would make the commit wait for every other
+NOTIFYing commit in the cluster; groundswell_runtime.outbox.RelayWakeup).
 
 People who had already signed are answered after it: their stored signature is read and
 handed over again with a duplicate notice, apart from the writers, which go on.
@@ -32,11 +34,11 @@ refuses) is written again one request at a time, so one bad row fails only itsel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -46,7 +48,7 @@ import asyncpg
 import structlog
 from groundswell_contracts.events import BaseEvent, Event
 from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS
-from groundswell_runtime.outbox import enqueue_correlated, notify_channel
+from groundswell_runtime.outbox import enqueue_correlated
 from prometheus_client import Counter, Histogram
 
 from groundswell_signing.adapters import repository
@@ -88,7 +90,6 @@ SHED_BY_REASON = {reason: SHED.labels(reason) for reason in ShedReason}
 
 # Retry a batch that lost a deadlock or serialisation race; the database settles it.
 _RACE_RETRIES = 3
-_PRUNE_EVERY = 60.0
 
 
 class Overloaded(Exception):
@@ -134,6 +135,7 @@ class SignatureWriter:
         self,
         pool: asyncpg.Pool,
         *,
+        wake_relay: Callable[[], None],
         flag_over_limit: bool,
         writers: int = 2,
         max_batch: int = 500,
@@ -142,6 +144,8 @@ class SignatureWriter:
         gather: float = 0.0,
     ) -> None:
         self._pool = pool
+        # Called after each commit that wrote outbox rows (outbox.RelayWakeup).
+        self._wake_relay = wake_relay
         self._flag_over_limit = flag_over_limit
         self._writers = writers
         self._max_batch = max_batch
@@ -152,7 +156,6 @@ class SignatureWriter:
         # Duplicate notices being written: apart from the writers, which go on meanwhile.
         self._notices: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
-        self._last_prune = 0.0
 
     def overloaded(self, now: float | None = None) -> bool:
         """The queue is too long, or its oldest request has waited too long."""
@@ -204,11 +207,6 @@ class SignatureWriter:
                 for attempt in batch:
                     _settle(attempt, error=Unavailable())
                 raise
-            if time.monotonic() - self._last_prune > _PRUNE_EVERY:
-                self._last_prune = time.monotonic()
-                with contextlib.suppress(*TEMPORARY_DATABASE_ERRORS):
-                    async with self._pool.acquire() as conn:
-                        await repository.prune_rate_counters(conn, int(time.time()))
 
     async def _write(self, batch: list[Attempt]) -> None:
         for race in range(_RACE_RETRIES + 1):
@@ -266,9 +264,10 @@ class SignatureWriter:
                     now=now,
                     flag_over_limit=self._flag_over_limit,
                     events=events,
-                    notify=notify_channel(SCHEMA),
                 ),
             )
+        if any(outcome.inserted for outcome in written):  # their events are in the outbox
+            self._wake_relay()
         duplicates = []
         epoch = now.timestamp()
         for attempt, outcome in zip(batch, written, strict=True):
@@ -304,7 +303,9 @@ class SignatureWriter:
                         key = data_key_issued(existing["id"], existing["data_key"], now)
                         events.append((key, attempt.correlation_id))
                         events.append((_duplicate_event(attempt, existing), attempt.correlation_id))
-                await enqueue_correlated(conn, SCHEMA, events)
+                await enqueue_correlated(conn, SCHEMA, events, notify=False)
+            if events:
+                self._wake_relay()
         except asyncio.CancelledError:  # stopping: answered as the queued ones are
             for attempt in duplicates:
                 _settle(attempt, error=Unavailable())

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from groundswell_runtime.retention import delete_in_batches
 
+from groundswell_signing.adapters import repository
 from groundswell_signing.config import SigningSettings
 from groundswell_signing.domain.events import event_id
 from groundswell_signing.service_layer.erasure import erase_signatures
@@ -92,12 +93,8 @@ async def run_retention(
         now - policy.privacy_requests,
         batch_size=policy.batch_size,
     )
-    result.rate_counters_deleted = await delete_in_batches(
-        pool,
-        "DELETE FROM signing.rate_counters WHERE (key, window_start) IN ("
-        "  SELECT key, window_start FROM signing.rate_counters WHERE window_end < $1 LIMIT $2)",
-        int(now.timestamp()),
-        batch_size=policy.batch_size,
+    result.rate_counters_deleted = await repository.prune_rate_counters(
+        pool, int(now.timestamp()), batch_size=policy.batch_size
     )
     return result
 
