@@ -93,9 +93,7 @@ async def run_retention(
         now - policy.privacy_requests,
         batch_size=policy.batch_size,
     )
-    result.rate_counters_deleted = await repository.prune_rate_counters(
-        pool, int(now.timestamp()), batch_size=policy.batch_size
-    )
+    result.rate_counters_deleted = await repository.prune_rate_counters(pool, int(now.timestamp()))
     return result
 
 

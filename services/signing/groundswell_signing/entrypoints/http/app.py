@@ -156,16 +156,14 @@ class SigningService(Service):
         settle_heap()
 
     async def _prune_rate_windows(self) -> None:
-        # The counters of ended rate windows, every minute, in short transactions on the
-        # main pool: pruned by a writer between two batches (as before), one DELETE of
-        # the minute's ~150,000 counters held that writer 52 ms at 1,000 signatures/s,
-        # and the requests waiting on it were refused (docs/performance.md).
+        # The counters of ended rate windows, every minute, on the main pool: pruned by a
+        # writer between two batches (as before), the DELETE held that writer 52 ms at
+        # 1,000 signatures/s, and the requests waiting on it were refused
+        # (docs/performance.md).
         while True:
             await asyncio.sleep(RATE_WINDOW_PRUNE_SECONDS)
             with contextlib.suppress(*TEMPORARY_DATABASE_ERRORS):  # pruned next time
-                await prune_rate_counters(
-                    self.pool, int(time.time()), batch_size=self.settings.retention_batch_size
-                )
+                await prune_rate_counters(self.pool, int(time.time()))
 
     def saturated(self) -> ShedReason | None:
         """Why the process is full, or None: it holds as many signing requests as it may
