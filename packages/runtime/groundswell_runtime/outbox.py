@@ -147,9 +147,9 @@ async def enqueue_correlated(
 
 # PostgreSQL serialises the commits of all transactions that have NOTIFYed, cluster-wide,
 # on one lock held until each commit is flushed (async.c, `PreCommit_Notify`: queue
-# entries in commit order). A writer whose own commit must be quick (signing's batches:
-# the 202 waits for it) so NOTIFYs in a transaction of its own, after its commit, and one
-# not waited for on disk: a wake-up lost in a crash costs nothing, the relay polls. Measured
+# entries in commit order). So a writer whose commit must be quick (signing's batches:
+# the 202 waits for it) NOTIFYs after its commit, in a transaction of its own that is not
+# waited for on disk: a wake-up lost in a crash costs nothing, the relay polls. Measured
 # at 1,000 signatures/s end to end, before: 99 waits of 10 ms or more for that lock in
 # 45 s, up to 114 ms, behind the mailer's and sharing's commits (docs/performance.md).
 _WAKE = (

@@ -15,8 +15,9 @@ of months never holds locks on a large part of the table.
   pending figure drops and the mailer forgets the contact; then deleted, once those
   events have left the outbox (see `_delete_unconfirmed`).
 - **Privacy requests** done or expired more than `privacy_requests` ago: deleted.
-- **Rate-limit windows** that have ended: deleted (the writer prunes them too while
-  signing goes on; this covers a quiet service).
+- **Rate-limit windows** that have ended: deleted, in one statement
+  (`repository.prune_rate_counters` says why; a running signing service also prunes
+  them every minute).
 """
 
 from __future__ import annotations
