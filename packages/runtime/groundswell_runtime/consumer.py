@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Collection
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
 from groundswell_contracts.events import AnyEvent, parse_event
 from prometheus_client import Counter, Gauge
@@ -167,6 +167,7 @@ class EventConsumer:
     async def _poll_forever(self) -> None:
         while True:
             batches = await self._consumer.getmany(timeout_ms=1000)
+            await self._take_first_too(batches)
             # Partitions in parallel, each in order: keyed order (one petition's events)
             # lives within a partition, and the database waits of one partition no longer
             # hold up the others. Offsets are committed only when every partition's records
@@ -185,6 +186,23 @@ class EventConsumer:
                 await self._consumer.commit()
             await self._measure_lag()
             LAST_POLL.labels(self.name).set_to_current_time()
+
+    async def _take_first_too(
+        self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """Add to a poll that holds other records what the `first` topics' partitions
+        have fetched meanwhile (without waiting for more). A poll hands out records
+        partition by partition, so it often held a sealed contact without its key,
+        fetched a moment later: the contact was then parked and taken back (measured at
+        1,000 signatures/s: a third of them)."""
+        if not self._first or all(tp.topic in self._first for tp in batches):
+            return
+        first = [tp for tp in self._consumer.assignment() if tp.topic in self._first]
+        if not first:
+            return
+        more = await self._consumer.getmany(*first, timeout_ms=0)
+        for tp, records in more.items():
+            batches[tp] = [*batches.get(tp, []), *records]
 
     async def _measure_lag(self) -> None:
         """Per assigned partition: the high-water mark of the latest Fetch minus the next

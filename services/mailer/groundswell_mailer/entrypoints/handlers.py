@@ -10,8 +10,8 @@ few statements for the whole batch (adapters/intake.py) instead of about ten per
 The runtime hands the handler the whole batch (`InTransaction(handle_batch=...)`), with
 each event's correlation id; a single event (no batch, or the one-by-one fallback after
 a failed batch) is a batch of one. The consumer applies a poll's `signer-keys`
-partitions before its `signatures` ones (`first=`), so most keys are in place before the
-contacts they open arrive.
+partitions before its `signatures` ones (`first=`), and adds to a poll of contacts the
+keys fetched meanwhile, so most keys are in place before the contacts they open arrive.
 
 Contact details come sealed under each signer's data key (groundswell_contracts.sealed),
 and the keys come on `signer-keys`: an event whose key has not arrived waits in
