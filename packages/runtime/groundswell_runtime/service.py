@@ -52,6 +52,7 @@ from groundswell_runtime.db import (
     migrate,
     wait_for_database,
 )
+from groundswell_runtime.heap import settle_heap
 from groundswell_runtime.kafka import broker_reachable, ensure_topics
 from groundswell_runtime.ops import ReadinessCheck, install_ops
 from groundswell_runtime.outbox import OutboxRelay
@@ -184,6 +185,7 @@ class Service:
                 settings.kafka_replication_factor,
             )
         await self.setup()
+        settle_heap()
         for loop in self._loops:
             loop.task = asyncio.create_task(supervise(loop.name, loop.run), name=loop.name)
         log.info("service_started", service=self.name, loops=[loop.name for loop in self._loops])

@@ -11,6 +11,7 @@ import mode
 import structlog
 from aiokafka.errors import KafkaError
 from groundswell_runtime.accepting import AcceptingLoop
+from groundswell_runtime.heap import settle_heap
 from groundswell_runtime.kafka import broker_reachable, ensure_topics
 from groundswell_runtime.lag import faust_lag, register_lag_source
 
@@ -91,4 +92,5 @@ def run_worker(settings: CounterSettings) -> None:
         redirect_stdouts=False,
     )
     worker.spinner = None  # no terminal progress spinner in logs
+    settle_heap()
     worker.execute_from_commandline()

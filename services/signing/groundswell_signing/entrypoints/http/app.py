@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from pathlib import Path
 
@@ -55,27 +54,6 @@ def load_disposable_domains() -> frozenset[str]:
     `disposable-email-domains` package, ~10,000 domains, updated with each release);
     a campaign adds its own through SIGNING_BLOCKED_EMAIL_DOMAINS."""
     return frozenset(domain.lower() for domain in disposable_blocklist)
-
-
-# Allocations of container objects between young-generation collections (CPython's
-# default is 700).
-GC_YOUNG_THRESHOLD = 7_000
-
-
-def settle_heap() -> None:
-    """Keep the garbage collector off the request path's back.
-
-    Measured under load (py-spy --native), collections took ~10% of signing's CPU, and
-    each full one walks every object the process holds, most of them the framework's
-    and the caches' built at start-up, while every request waits. Once start-up is
-    done, those are frozen (`gc.freeze`: never scanned again, still freed by reference
-    counting), and young collections run a tenth as often: nearly every object a
-    request makes is freed by reference counting anyway; cycles are collected later.
-    """
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def check_admin_token(settings: SigningSettings) -> None:
@@ -153,7 +131,6 @@ class SigningService(Service):
         self.add_loop("loop-lag", self.loop_lag.run)
         self.add_loop("signature-writer", self.writer.run)
         self.add_loop("rate-window-prune", self._prune_rate_windows)
-        settle_heap()
 
     async def _prune_rate_windows(self) -> None:
         # The counters of ended rate windows, every minute, on the main pool: pruned by a
