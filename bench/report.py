@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from typing import TYPE_CHECKING, Any
 
 import analysis
@@ -66,6 +67,24 @@ def closed_summary(gen: dict[str, Any], result: dict[str, Any], seconds: float) 
         "p99_ms": analysis.pct(latency, 99),
         "generator_cpu_share": gen["cpu_share_sending"],
         "connections": gen["connections_max"],
+    }
+
+
+def fmt_share(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
+def closed_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Alternating closed loops (bare endpoint, signing, ...): each round's figures and
+    ratio, and the median ratio, the figure quoted."""
+    judged = []
+    for r in rounds:
+        bare = r["bare endpoint"]["per_s"]
+        judged.append({**r, "signing_vs_bare": r["signing"]["per_s"] / bare if bare else None})
+    ratios = [r["signing_vs_bare"] for r in judged if r["signing_vs_bare"] is not None]
+    return {
+        "rounds": judged,
+        "signing_vs_bare": statistics.median(ratios) if ratios else None,
     }
 
 
@@ -235,15 +254,19 @@ def render(body: dict[str, Any]) -> str:
             )
     if "closed_loop" in body:
         c = body["closed_loop"]
-        lines += ["", "closed loop (signing alone vs the bare endpoint):"]
-        for name in ("bare endpoint", "signing"):
-            f = c[name]
-            lines.append(
-                f"- {name}: {f['per_s']:,.0f}/s with {f['connections']} connections, p50 "
-                f"{fmt(f['p50_ms'], 1)} ms, p99 {fmt(f['p99_ms'], 1)} ms, errors {f['errors']}"
-            )
-        ratio = c["signing_vs_bare"]
-        lines.append(f"- signing / bare endpoint: {ratio:.0%}" if ratio else "")
+        lines += ["", "closed loop (signing alone vs the bare endpoint, alternated):"]
+        for number, r in enumerate(c["rounds"], 1):
+            for name in ("bare endpoint", "signing"):
+                f = r[name]
+                lines.append(
+                    f"- round {number}, {name}: {f['per_s']:,.0f}/s with {f['connections']} "
+                    f"connections, p50 {fmt(f['p50_ms'], 1)} ms, p99 {fmt(f['p99_ms'], 1)} ms, "
+                    f"errors {f['errors']}"
+                )
+            share = r["signing_vs_bare"]
+            lines.append(f"- round {number}, signing / bare endpoint: {fmt_share(share)}")
+        median = fmt_share(c["signing_vs_bare"])
+        lines.append(f"- signing / bare endpoint, median of the rounds: {median}")
     checks = body["checks"]
     if checks["final_counts"]:
         lines.append(

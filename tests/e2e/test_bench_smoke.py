@@ -88,3 +88,49 @@ def test_surge_bench_runs_end_to_end_and_reports_sane_figures(tmp_path: Path) ->
         assert values and values[-1] > 0, process
         assert 0 <= values[len(values) // 2] <= body["machine"]["cores"], process
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_signing_alone_alternates_closed_loops_and_quotes_their_median(tmp_path: Path) -> None:
+    results = tmp_path / "signing.json"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "surge.py"),
+            "--signing-only",
+            "--rate",
+            "20",
+            "--seconds",
+            "2",
+            "--closed-seconds",
+            "1",
+            "--closed-rounds",
+            "3",
+            "--part-seconds",
+            "0",
+            "--seed-signatures",
+            "8",
+            "--json",
+            str(results),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "median of the rounds" in done.stdout
+
+    closed = json.loads(results.read_text())["closed_loop"]
+    assert len(closed["rounds"]) == 3
+    ratios = []
+    for loop in closed["rounds"]:
+        bare, signing = loop["bare endpoint"]["per_s"], loop["signing"]["per_s"]
+        assert bare > 0 and signing > 0
+        assert loop["signing_vs_bare"] == signing / bare
+        ratios.append(signing / bare)
+    assert closed["signing_vs_bare"] == sorted(ratios)[1]
