@@ -16,32 +16,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_surge_bench_runs_end_to_end_and_reports_sane_figures(tmp_path: Path) -> None:
-    results, plot = tmp_path / "surge.json", tmp_path / "surge.png"
-    # Its own database, broker and sink, as for a developer without these variables set.
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    """bench/surge.py with its own database, broker and sink, as for a developer without
+    these variables set; asserts that it succeeded."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "SMTP_HOST", "SMTP_PORT")
     }
     done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "surge.py"),
-            "--steps",
-            "15,30",
-            "--seconds",
-            "3",
-            "--keep-going",
-            "--part-seconds",
-            "1",
-            "--seed-signatures",
-            "8",
-            "--json",
-            str(results),
-            "--plot",
-            str(plot),
-        ],
+        [sys.executable, str(ROOT / "bench" / "surge.py"), *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -50,6 +34,26 @@ def test_surge_bench_runs_end_to_end_and_reports_sane_figures(tmp_path: Path) ->
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_surge_bench_runs_end_to_end_and_reports_sane_figures(tmp_path: Path) -> None:
+    results, plot = tmp_path / "surge.json", tmp_path / "surge.png"
+    done = run_bench(
+        "--steps",
+        "15,30",
+        "--seconds",
+        "3",
+        "--keep-going",
+        "--part-seconds",
+        "1",
+        "--seed-signatures",
+        "8",
+        "--json",
+        str(results),
+        "--plot",
+        str(plot),
+    )
     assert "| offered/s |" in done.stdout  # the Markdown table was printed
 
     body = json.loads(results.read_text())
@@ -92,37 +96,23 @@ def test_surge_bench_runs_end_to_end_and_reports_sane_figures(tmp_path: Path) ->
 
 def test_signing_alone_alternates_closed_loops_and_quotes_their_median(tmp_path: Path) -> None:
     results = tmp_path / "signing.json"
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
-    }
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "surge.py"),
-            "--signing-only",
-            "--rate",
-            "20",
-            "--seconds",
-            "2",
-            "--closed-seconds",
-            "1",
-            "--closed-rounds",
-            "3",
-            "--part-seconds",
-            "0",
-            "--seed-signatures",
-            "8",
-            "--json",
-            str(results),
-        ],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
+    done = run_bench(
+        "--signing-only",
+        "--rate",
+        "20",
+        "--seconds",
+        "2",
+        "--closed-seconds",
+        "1",
+        "--closed-rounds",
+        "3",
+        "--part-seconds",
+        "0",
+        "--seed-signatures",
+        "8",
+        "--json",
+        str(results),
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "median of the rounds" in done.stdout
 
     closed = json.loads(results.read_text())["closed_loop"]

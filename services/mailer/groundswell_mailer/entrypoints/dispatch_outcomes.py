@@ -11,6 +11,7 @@ because the mark failed. Only once an outcome is written does its email leave
 from __future__ import annotations
 
 import asyncio
+import collections
 
 import asyncpg
 import structlog
@@ -78,12 +79,16 @@ async def record_outcomes(
 
 
 def _count(batch: list[Outcome], recorded: queue.Recorded) -> None:
-    for kind in recorded.sent:
-        EMAILS.labels(kind, "sent").inc()
-    for kind in recorded.suppressed:
-        EMAILS.labels(kind, "suppressed").inc()
-    for kind, _permanent in recorded.failed:
-        EMAILS.labels(kind, "failed").inc()
+    # Once per kind and outcome, not per email: a label lookup takes a lock.
+    tally = collections.Counter(
+        [
+            *((kind, "sent") for kind in recorded.sent),
+            *((kind, "suppressed") for kind in recorded.suppressed),
+            *((kind, "failed") for kind, _permanent in recorded.failed),
+        ]
+    )
+    for (kind, result), n in tally.items():
+        EMAILS.labels(kind, result).inc(n)
     for outcome in batch:
         if isinstance(outcome, Failed):
             log.warning(
