@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -12,11 +13,46 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+# Ports for our servers are taken from here up to the kernel's ephemeral range.
+_FIRST_PORT = 20_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Handed out by this process: two servers started one after the other must not both be
+# given a port neither has bound yet.
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
+    """A port nothing listens on, for a server started next.
+
+    Taken below the kernel's ephemeral range, not by binding port 0: a port from that
+    range can become, before our server binds it, the local end of any outgoing
+    connection (a service opening its database pool), and the server then fails with
+    "Address already in use" (seen in CI: the mailer of a benchmark's stack)."""
+    low = _ephemeral_low()
+    if low - _FIRST_PORT >= 1_000:
+        for port in random.sample(range(_FIRST_PORT, low), 64):
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
