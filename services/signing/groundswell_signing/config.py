@@ -58,9 +58,12 @@ class SigningSettings(ServiceSettings):
     # row is older than this (service_layer/backlog.py); 0 turns it off.
     max_outbox_age_ms: int = Field(2_000, ge=0)
     # How long the oldest waiting signature lets its batch gather before it is written.
-    # 5: measured alone at 1,000/s (docs/performance.md), PostgreSQL's CPU per signature
-    # fell to 0.67x and signing's own to 0.84x for ~4 ms more at the median; 0 turns it off.
-    gather_ms: int = Field(5, ge=0)
+    # Measured (docs/performance.md): 5 against none, alone at 1,000/s, PostgreSQL's CPU
+    # a signature 0.67x and signing's 0.84x for ~4 ms more at the median; 12 against 5,
+    # alone at 1,000/s 0.76x and 0.87x for ~5 ms more at the median and the same p99,
+    # end to end at 500/s the stack's CPU 0.88x and p99 lower; 20 and 30 saved no
+    # more. 0 turns it off.
+    gather_ms: int = Field(12, ge=0)
     # uvicorn worker processes; each has its own writer and batches.
     workers: int = Field(1, ge=1)
 

@@ -16,9 +16,9 @@ NOTIFYing commit in the cluster; groundswell_runtime.outbox.RelayWakeup).
 People who had already signed are answered after it: their stored signature is read and
 handed over again with a duplicate notice, apart from the writers, which go on.
 
-Batches form by themselves: at low load a writer is idle and a request goes alone at
-once; under load, requests queue while the writers commit and the next batch takes
-them all. Throughput then grows with load instead of round trips per request
+Batches form by themselves: a writer lets the oldest request wait a few milliseconds
+(`gather`) for others to join it; under load, requests also queue while the writers
+commit and the next batch takes them all. Throughput then grows with load instead of round trips per request
 (mySociety's No10 site survived its peaks the same way).
 
 Over capacity the queue would grow without end and every answer would come late; so
