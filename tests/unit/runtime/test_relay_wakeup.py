@@ -1,5 +1,5 @@
 """RelayWakeup: every call is followed by a NOTIFY sent after it; calls made while one is
-on its way share the next. The database is a stand-in whose NOTIFY the test lets finish
+on its way, or soon after it was sent (the spacing), share the next. The database is a stand-in whose NOTIFY the test lets finish
 (the real one: tests/integration/runtime/test_runtime_parts.py)."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ async def settle() -> None:
 
 async def test_calls_while_a_notify_is_on_its_way_share_one_more() -> None:
     db = HeldDatabase()
-    wake = RelayWakeup(db, "s")  # type: ignore[arg-type]
+    wake = RelayWakeup(db, "s", spacing=0)  # type: ignore[arg-type]
     try:
         wake()
         await settle()
@@ -63,7 +63,7 @@ async def test_calls_while_a_notify_is_on_its_way_share_one_more() -> None:
 
 async def test_calls_before_it_leaves_share_it_and_a_failure_ends_the_round() -> None:
     db = HeldDatabase()
-    wake = RelayWakeup(db, "s")  # type: ignore[arg-type]
+    wake = RelayWakeup(db, "s", spacing=0)  # type: ignore[arg-type]
     try:
         for _ in range(3):  # before the task runs: the NOTIFY it sends follows them all
             wake()
@@ -78,5 +78,29 @@ async def test_calls_before_it_leaves_share_it_and_a_failure_ends_the_round() ->
         db.proceed.set()
         await settle()
         assert (db.started, db.finished) == (2, 1)
+    finally:
+        await wake.close()
+
+
+async def test_calls_soon_after_a_notify_wait_out_the_spacing_and_share_the_next() -> None:
+    db = HeldDatabase()
+    wake = RelayWakeup(db, "s", spacing=0.3)  # type: ignore[arg-type]
+    try:
+        wake()
+        await settle()
+        db.proceed.set()
+        await settle()
+        assert (db.started, db.finished) == (1, 1)
+        wake()  # commits right after it was sent
+        wake()
+        await asyncio.sleep(0.05)
+        assert db.started == 1  # not yet: the relay would not pass sooner anyway
+        await asyncio.sleep(0.5)
+        assert db.started == 2  # then one, after both
+        db.proceed.set()
+        await settle()
+        assert db.finished == 2
+        await asyncio.sleep(0.5)
+        assert db.started == 2  # and nothing without a call
     finally:
         await wake.close()
