@@ -1,6 +1,7 @@
 """RelayWakeup: every call is followed by a NOTIFY sent after it; calls made while one is
-on its way, or soon after it was sent (the spacing), share the next. The database is a stand-in whose NOTIFY the test lets finish
-(the real one: tests/integration/runtime/test_runtime_parts.py)."""
+on its way, or soon after it was sent (the spacing), share the next. The database is a
+stand-in whose NOTIFY the test lets finish (the real one:
+tests/integration/runtime/test_runtime_parts.py)."""
 
 from __future__ import annotations
 
