@@ -18,8 +18,8 @@ handed over again with a duplicate notice, apart from the writers, which go on.
 
 Batches form by themselves: a writer lets the oldest request wait a few milliseconds
 (`gather`) for others to join it; under load, requests also queue while the writers
-commit and the next batch takes them all. Throughput then grows with load instead of round trips per request
-(mySociety's No10 site survived its peaks the same way).
+commit and the next batch takes them all. Throughput then grows with load instead of
+round trips per request (mySociety's No10 site survived its peaks the same way).
 
 Over capacity the queue would grow without end and every answer would come late; so
 `submit` refuses at once (`Overloaded`, answered 503 with Retry-After) when the queue is
