@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from groundswell_runtime.priority import set_niceness
+
 # Ports for our servers are taken from here up to the kernel's ephemeral range.
 _FIRST_PORT = 20_000
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -76,17 +78,12 @@ def lower_priority(pid: int, niceness: int) -> None:
 
     Set before it starts any thread or worker of its own: they inherit it. Each child is
     the leader of a session of its own, and where the kernel groups processes by session
-    for scheduling (autogroup, on by default in desktop and Debian kernels) a nice value
-    only weighs within that group: between groups, each gets an equal share whatever its
-    processes' nice values. The group's own nice value is what weighs there, so it is set
-    too (measured: with only the process's nice value set, the mailer at nice 10 still
-    took as much of the cores as signing did; docs/performance.md).
+    for scheduling (autogroup) only the group's nice value weighs between groups, so
+    `set_niceness` sets that too (measured: with only the process's nice value set, the
+    mailer at nice 10 still took as much of the cores as signing did;
+    docs/performance.md). The child's database pools lend it to their backends.
     """
-    value = min(os.getpriority(os.PRIO_PROCESS, 0) + niceness, 19)
-    os.setpriority(os.PRIO_PROCESS, pid, value)
-    # Absent without autogroup support; never fatal: a priority is a preference.
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as group:
-        group.write(str(value))
+    set_niceness(pid, min(os.getpriority(os.PRIO_PROCESS, 0) + niceness, 19))
 
 
 class ManagedProcess:

@@ -16,6 +16,8 @@ from importlib.resources import files
 import asyncpg
 import structlog
 
+from groundswell_runtime.priority import lend_priority
+
 log = structlog.get_logger()
 
 
@@ -98,12 +100,14 @@ SERVER_SETTINGS = {"jit": "off"}
 async def create_pool(
     dsn: str, *, min_size: int = 1, max_size: int = 10, settings: Mapping[str, str] | None = None
 ) -> asyncpg.Pool:
-    """A pool with `SERVER_SETTINGS` and `settings` on each of its connections."""
+    """A pool with `SERVER_SETTINGS` and `settings` on each of its connections, whose
+    backends share this process's CPU priority where they can (priority.py)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         reset=_keep_session,
+        init=lend_priority,
         server_settings=SERVER_SETTINGS | dict(settings or {}),
     )
     assert pool is not None
