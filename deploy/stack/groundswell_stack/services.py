@@ -56,8 +56,10 @@ def relay_port(env: Mapping[str, str]) -> int:
 # Beyond what the rest can do, signing refuses at once (503) rather than accept what
 # would only be counted late (its outbox-age and in-flight limits). docker-compose.yml
 # says the same with `cpu_shares`. The priorities only took effect once the scheduling
-# group's nice value was set too (`processes.lower_priority`); measured both ways, and
-# with the live tier niced as well, in docs/performance.md.
+# group's nice value was set too (`processes.lower_priority`), and they cover the
+# database work of the lowered services since their pools lend it to the backends that
+# serve them (`groundswell_runtime.priority`); measured each way, and with the live tier
+# niced as well, in docs/performance.md.
 PRIORITY = {"sharing": 10, "mailer": 10}
 
 
