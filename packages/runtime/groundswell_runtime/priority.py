@@ -37,7 +37,7 @@ def set_niceness(pid: int, value: int) -> None:
         group.write(str(value))
 
 
-def _serves(pid: int, port: int) -> bool:
+def is_local_backend(pid: int, port: int) -> bool:
     """Whether `pid` on this host is the PostgreSQL backend of a client on `port`: its
     title (update_process_title, on by default) reads `postgres: user db host(port) ...`."""
     try:
@@ -53,7 +53,7 @@ async def lend_priority(conn: asyncpg.Connection) -> None:
     if niceness <= 0:  # the live path: nothing to lend, not even a query
         return
     row = await conn.fetchrow("SELECT pg_backend_pid() AS pid, inet_client_port() AS port")
-    if row is None or row["port"] is None or not _serves(row["pid"], row["port"]):
+    if row is None or row["port"] is None or not is_local_backend(row["pid"], row["port"]):
         return
     with contextlib.suppress(OSError):
         set_niceness(row["pid"], niceness)
