@@ -61,6 +61,10 @@ class LagProbe:
         self.reader.assign(self.tps)
         for tp in self.tps:
             self.reader.seek(tp, 0)
+        # An assigned consumer fetches in the background all the time (here every 50 ms,
+        # each fetch costing the local broker a pass over the partition's batches): the
+        # probe would load the broker like one more service. Paused between probes.
+        self.reader.pause(*self.tps)
         for consumer in self.groups.values():
             await consumer.start()
 
@@ -69,11 +73,15 @@ class LagProbe:
             known = self.reader.highwater(tp)
             # Fetching from inside the last batch returns it with the current high-water mark.
             self.reader.seek(tp, max((known or 0) - 1, 0))
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline:
-            await self.reader.getmany(timeout_ms=200, max_records=100_000)
-            if all(self.reader.highwater(tp) is not None for tp in self.tps):
-                break
+        self.reader.resume(*self.tps)
+        try:
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                await self.reader.getmany(timeout_ms=200, max_records=100_000)
+                if all(self.reader.highwater(tp) is not None for tp in self.tps):
+                    break
+        finally:
+            self.reader.pause(*self.tps)
         return {tp: self.reader.highwater(tp) or 0 for tp in self.tps}
 
     async def lag(self) -> dict[str, int | None]:

@@ -185,6 +185,13 @@ def timeline(run: Run) -> dict[str, Any]:
     }
 
 
+GENERATOR_ENGINES = {
+    "c": "compiled (bench/loadgen.c)",
+    "python": "Python (uvloop): no C compiler, or --generator python",
+    "c,python": "compiled and Python, mixed (a build failed?)",
+}
+
+
 def assemble(
     run: Run, steps: list[dict[str, Any]], part: dict[str, Any], counts: dict[str, int]
 ) -> dict[str, Any]:
@@ -210,6 +217,7 @@ def assemble(
             "emails_in_sink": run.sink_final,
         },
         "timeline": timeline(run),
+        "generator": GENERATOR_ENGINES.get(",".join(sorted(run.engines)), "none ran"),
     }
 
 
@@ -229,6 +237,7 @@ def render(body: dict[str, Any]) -> str:
         f"{m['load_average_after'][0]:.2f}",
         f"command: {body['command']}",
         f"SMTP sink: {body['sink']}",
+        f"load generator: {body.get('generator', 'Python (uvloop)')}",
         "",
         analysis.steps_table(body["steps"]) if body["steps"] else "(no step ran)",
     ]

@@ -83,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-connections", type=int, default=512)
     parser.add_argument(
+        "--generator",
+        choices=("auto", "c", "python"),
+        default="auto",
+        help="the load generator's engine (bench/loadgen.py); auto: compiled when a C compiler is",
+    )
+    parser.add_argument(
         "--budget-seconds", type=float, default=480, help="limit for the steps and their drains"
     )
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -108,6 +114,7 @@ class Run:
         self.monitor = Monitor(stack, self.slugs, args.poll_ms, partitions=self.partitions)
         self.accepted_emails: set[int] = set()
         self.expected = dict.fromkeys(range(args.petitions), 0)  # counted so far
+        self.engines: set[str] = set()  # the load generator's, as it reported them
         self.expected_emails = 0
         self.t0 = 0.0
         keys = ("offered", "due", "lat", "acc", "fresh_at", "fresh")
@@ -189,6 +196,7 @@ class Run:
         argv = [sys.executable, str(LOADGEN), "--plan", str(plan_path), "--out", str(out_path)]
         argv += ["--port", str(port), "--seconds", str(seconds)]
         argv += ["--max-connections", str(self.args.max_connections)]
+        argv += ["--engine", self.args.generator]
         argv += ["--closed", str(closed)] if closed else ["--rate", str(rate)]
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
         self.monitor.watch("load generator", proc.pid)
@@ -197,6 +205,7 @@ class Run:
         if proc.returncode != 0:
             raise RuntimeError(f"the load generator failed ({proc.returncode})")
         summary = json.loads(stdout.decode().strip().splitlines()[-1])
+        self.engines.add(summary["engine"])
         with np.load(out_path) as data:
             return summary, {k: data[k] for k in data.files}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,8 @@ def test_surge_bench_runs_end_to_end_and_reports_sane_figures(tmp_path: Path) ->
     assert checks["nothing_counted_that_was_not_sent"], checks
     assert checks["emails_in_sink"] >= checks["emails_expected"] > 0
     assert body["sink"].startswith("smtp-sink") or "FALLBACK" in body["sink"]
+    # The compiled generator whenever the machine can build it (bench/loadgen.c).
+    assert body["generator"].startswith("compiled") == (shutil.which("cc") is not None)
     for name in ("bare endpoint", "asyncpg inserts", "aiokafka produce", "raw SMTP"):
         assert body["parts"][name].get("per_s", 0) > 0, body["parts"][name]
     assert body["machine"]["cores"] >= 1
