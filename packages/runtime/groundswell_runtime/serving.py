@@ -17,7 +17,8 @@ for the app yet:
   `BODY_TIMEOUT_SECONDS` of its head (slow POST); else the connection is closed;
 - beyond `MAX_CONCURRENCY` connections or in-flight requests per process, uvicorn
   answers 503 at once, the cheapest answer there is; idle keep-alive connections are
-  closed after `KEEP_ALIVE_SECONDS`.
+  closed after `KEEP_ALIVE_SECONDS`;
+- a response's head and body leave in one write, not uvicorn's two (joined_writes.py).
 
 An app can also answer some requests at the door (`install_door`): once a request's
 head is parsed, before uvicorn makes a task and calls the app, the door may hand back
@@ -47,6 +48,8 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+
+from groundswell_runtime.joined_writes import JoinedWrites
 
 # Beyond this many connections or in-flight requests per process, answer 503 at once.
 MAX_CONCURRENCY = 2_048
@@ -163,6 +166,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # --- protocol and parser callbacks -----------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Each response's head and body in one write (joined_writes.py). Flow control
+        # keeps the real transport; every write on the connection goes through this one.
+        self.transport = cast(asyncio.Transport, JoinedWrites(transport, self.loop))
         self._arm(self.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
