@@ -51,6 +51,7 @@ typedef struct Conn {
     int fd;
     int connecting;
     int alive;
+    int idle; /* in the idle stack */
     long current; /* the request awaiting its answer, or -1 */
     double idle_since;
     size_t woff, wlen; /* the part of the current request not yet written */
@@ -181,6 +182,15 @@ static void lost(Conn *c) {
     c->alive = 0;
     close(c->fd);
     connections--;
+    if (c->idle) { /* rare (the server closed an idle one): the stack stays dense */
+        for (long k = 0; k < nidle; k++)
+            if (idle[k] == c) {
+                memmove(&idle[k], &idle[k + 1], (size_t)(nidle - k - 1) * sizeof *idle);
+                nidle--;
+                break;
+            }
+        c->idle = 0;
+    }
     if (c->current >= 0) {
         long i = c->current;
         c->current = -1;
@@ -207,6 +217,7 @@ static void free_conn(Conn *c) {
         send_request(c, waiting[wait_head++]);
     } else {
         c->idle_since = now();
+        c->idle = 1;
         idle[nidle++] = c; /* LIFO: the least used ones may idle out harmlessly */
     }
 }
@@ -217,6 +228,7 @@ static void dispatch(long i, double due) {
     outstanding++;
     while (nidle > 0) {
         Conn *c = idle[--nidle];
+        c->idle = 0;
         if (c->alive && dispatched_at[i] - c->idle_since < IDLE_REUSE_SECONDS) {
             send_request(c, i);
             return;
@@ -410,7 +422,10 @@ int main(int argc, char **argv) {
         closed_until = start + seconds;
         long held = nidle;
         nidle = 0;
-        for (long k = 0; k < held; k++) free_conn(idle[k]);
+        for (long k = 0; k < held; k++) {
+            idle[k]->idle = 0;
+            free_conn(idle[k]);
+        }
         while (connections + opening < closed) open_one();
         while (now() < closed_until) poll_once(closed_until);
         end = closed_until;

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,16 +56,38 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         writer.close()
 
 
-@pytest.fixture(scope="module")
-def server_port() -> Iterator[int]:
+async def _answer_then_idle_out(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers 202 and closes a connection idle for 100 ms, as a keep-alive timeout does."""
+    try:
+        while True:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 0.1)
+            writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+    except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+def _serve(handler: Any) -> Iterator[int]:
     loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(asyncio.start_server(_answer, "127.0.0.1", 0))
+    server = loop.run_until_complete(asyncio.start_server(handler, "127.0.0.1", 0))
     port = server.sockets[0].getsockname()[1]
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     yield port
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def server_port() -> Iterator[int]:
+    yield from _serve(_answer)
+
+
+@pytest.fixture(scope="module")
+def idling_out_port() -> Iterator[int]:
+    yield from _serve(_answer_then_idle_out)
 
 
 def _free_port() -> int:
@@ -136,6 +159,24 @@ def test_closed_loop_keeps_n_requests_in_flight(
     in_flight = np.cumsum([step for _, step in events])
     assert in_flight.max() == 3
     assert in_flight[-1] == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_connections_the_server_closes_while_idle_are_replaced(
+    tmp_path: Path, idling_out_port: int, engine: str
+) -> None:
+    # One request every 50 ms: the connection in use is reused well within the server's
+    # 100 ms, the other warm one is closed by the server while idle, and is replaced if
+    # ever needed. Every request is answered (margins of 50 ms each way).
+    summary, records = _generate(
+        tmp_path,
+        engine,
+        ["/ok"] * 40,
+        idling_out_port,
+        *("--rate", "20", "--seconds", "1.5", "--max-connections", "4"),
+    )
+    assert summary["sent"] == 30
+    assert records["status"].tolist() == [202] * 30
 
 
 @pytest.mark.parametrize("engine", ENGINES)
