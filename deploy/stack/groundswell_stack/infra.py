@@ -33,8 +33,10 @@ class Infra:
     _stack: ExitStack = field(default_factory=ExitStack)
 
     def env(self) -> dict[str, str]:
+        """The services' view of the parts. A cluster of our own is reached over its Unix
+        socket; `database_url` (loopback TCP) stays what people and tools are shown."""
         return {
-            "DATABASE_URL": self.database_url,
+            "DATABASE_URL": self.postgres.socket_url if self.postgres else self.database_url,
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "SMTP_HOST": self.smtp_host,
             "SMTP_PORT": str(self.smtp_port),

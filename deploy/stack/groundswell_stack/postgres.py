@@ -57,6 +57,14 @@ class LocalPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
 
+    @property
+    def socket_url(self) -> str:
+        """The same database over the cluster's Unix socket (`-k` below), for processes on
+        this machine: cheaper than loopback TCP at both ends, no TCP stack, no ACKs. At
+        1,000 signatures/s end to end the stack took 2.12-2.14 ms of CPU a signature
+        over it against 2.22-2.33 over TCP (docs/performance.md, 2026-12-03 evening)."""
+        return f"postgresql://postgres@/{DATABASE}?host={self.root}&port={self.port}"
+
     def start(self) -> LocalPostgres:
         self.root.mkdir(parents=True, exist_ok=True)
         _give_to_postgres(self.root)
