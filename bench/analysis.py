@@ -41,6 +41,12 @@ def http_summary(result: dict[str, np.ndarray]) -> dict[str, Any]:
     if codes.get(-1, 0) - never_sent:
         errors["timeout, sent but no answer"] = codes[-1] - never_sent
     server_ms = (result["done_at"][answered] - result["sent_at"][answered]) * 1000
+    # Each kind of answer apart: how long an accepted signature took, and how fast a
+    # refusal came (the "503 with Retry-After within 100 ms").
+    by_status = {
+        name: (result["done_at"][status == code] - result["due_at"][status == code]) * 1000
+        for name, code in (("accepted_ms", ACCEPTED), ("shed_ms", SHED))
+    }
     send_lag_ms = (result["sent_at"] - result["due_at"]) * 1000
     send_lag_ms = send_lag_ms[~np.isnan(send_lag_ms)]
     late_ms = (result["dispatched_at"] - result["due_at"]) * 1000
@@ -55,6 +61,14 @@ def http_summary(result: dict[str, np.ndarray]) -> dict[str, Any]:
             "p95": pct(latency_ms, 95),
             "p99": pct(latency_ms, 99),
             "max": float(latency_ms.max()) if len(latency_ms) else None,
+        },
+        **{
+            name: {
+                "p50": pct(ms, 50),
+                "p99": pct(ms, 99),
+                "max": float(ms.max()) if len(ms) else None,
+            }
+            for name, ms in by_status.items()
         },
         "from_send_ms": {"p50": pct(server_ms, 50), "p99": pct(server_ms, 99)},
         "send_lag_ms": {"p50": pct(send_lag_ms, 50), "p99": pct(send_lag_ms, 99)},

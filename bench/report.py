@@ -45,10 +45,16 @@ def step_line(s: dict[str, Any]) -> str:
         f" late p99 {fmt(s['generator_late_ms']['p99'], 1)} ms),"
         f" accepted {s['accepted_per_s']:,.0f}/s, shed {s['shed']}{_reasons(s)},"
         f" errors {s['errors'] or 0};"
-        f" HTTP p99 {fmt(h['p99'], 1)} ms max {fmt(h['max'])} ms; freshness p99 "
+        f" HTTP p99 {fmt(h['p99'], 1)} ms max {fmt(h['max'])} ms{_shed_latency(s)};"
+        " freshness p99 "
         f"{fmt(f['p99'])} ms; emails {s['emails']['in_sink']}/{s['emails']['expected_total']}"
         f" {s['emails']['note']}; " + ("holds" if s["holds"] else f"misses {', '.join(missed)}")
     )
+
+
+def _shed_latency(step: dict[str, Any]) -> str:
+    shed = step.get("shed_ms") or {}
+    return f" (503s p99 {fmt(shed['p99'], 1)} ms)" if shed.get("p99") is not None else ""
 
 
 def _reasons(step: dict[str, Any]) -> str:

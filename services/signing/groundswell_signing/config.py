@@ -48,7 +48,9 @@ class SigningSettings(ServiceSettings):
     max_queue_age_ms: int = Field(250, ge=1)
     # Signing requests one process holds at once (entrypoints/http/shedding.py): at the
     # ~900/s one process serves here, 64 is ~70 ms each; the bench's closed loop (64
-    # connections) is never refused by it.
+    # connections) is never refused by it. 256 was tried (docs/performance.md,
+    # 2026-12-03 evening): every signature of a 1,000/s surge taken in one run of two,
+    # but refusals at 4,000/s offered came 1.6-3x slower (p99 266-527 ms against 165).
     max_in_flight: int = Field(64, ge=1)
     # Refuse new signatures while the event loop keeps running later than this: requests
     # wait for the process before any rule sees them (groundswell_runtime/loop_lag.py).
