@@ -46,12 +46,15 @@ class SigningSettings(ServiceSettings):
     max_batch: int = Field(500, ge=1)
     max_queue: int = Field(2_000, ge=1)
     max_queue_age_ms: int = Field(250, ge=1)
-    # Signing requests one process holds at once (entrypoints/http/shedding.py): at the
-    # ~900/s one process serves here, 64 is ~70 ms each; the bench's closed loop (64
-    # connections) is never refused by it. 256 was tried (docs/performance.md,
-    # 2026-12-03 evening): every signature of a 1,000/s surge taken in one run of two,
-    # but refusals at 4,000/s offered came 1.6-3x slower (p99 266-527 ms against 165).
-    max_in_flight: int = Field(64, ge=1)
+    # Signing requests one process holds at once (entrypoints/http/shedding.py). By
+    # Little's law, at the ~1,000/s one process serves here 128 is ~130 ms each: enough
+    # to ride out the short stalls of a full box that made 64 refuse 3-7% of a 1,000/s
+    # surge. More held used to slow refusals at overload (a big batch answered in one
+    # turn of the loop held the door's reads back); answered a chunk per turn
+    # (group_commit.TURN_EVERY) they stay within ~100 ms. Measured in
+    # docs/performance.md (2026-12-03, 22:10-23:00): 64, 128 and 256. The bench's closed
+    # loop (64 connections) is never refused by it.
+    max_in_flight: int = Field(128, ge=1)
     # Refuse new signatures while the event loop keeps running later than this: requests
     # wait for the process before any rule sees them (groundswell_runtime/loop_lag.py).
     # 250: at 100 the chaos check saw a signature refused on a busy machine, no surge.

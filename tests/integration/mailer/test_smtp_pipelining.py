@@ -25,6 +25,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING
 from aiosmtplib.protocol import normalize_message_line_endings
+from groundswell_mailer.adapters import smtp
 from groundswell_mailer.adapters.smtp import SmtpConnection
 from groundswell_mailer.config import MailerSettings
 from groundswell_mailer.domain.delivery import SmtpStage
@@ -60,12 +61,14 @@ class Recorder:
     contents: list[bytes] = field(default_factory=list)
     mail_options: list[list[str]] = field(default_factory=list)
     resets: int = 0
+    hosts: list[str] = field(default_factory=list)  # the name each EHLO gave
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         self.sessions += 1
+        self.hosts.append(hostname)
         session.host_name = hostname
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
@@ -169,22 +172,31 @@ class Server:
 
     def restart(self) -> None:
         self.controller.stop()  # closes every open connection too
-        self.controller = Controller(
-            self.recorder, hostname="127.0.0.1", port=self.relay.target_port, enable_SMTPUTF8=True
-        )
+        self.controller = controller(self.recorder, self.relay.target_port)
         self.controller.start()
+
+
+def controller(recorder: Recorder, port: int) -> Controller:
+    # The server's own name given, so it looks up none (the client's lookups are counted).
+    return Controller(
+        recorder,
+        hostname="127.0.0.1",
+        port=port,
+        enable_SMTPUTF8=True,
+        server_hostname="sink.groundswell.test",
+    )
 
 
 @pytest.fixture(params=[True, False], ids=["pipelining", "lockstep"])
 async def server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
     recorder = Recorder(pipelining=request.param)
     port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
-    controller.start()
+    sink = controller(recorder, port)
+    sink.start()
     relay = Relay(port)
     await relay.start()
     connection = SmtpConnection(settings(relay.port))
-    server = Server(recorder, relay, connection, controller)
+    server = Server(recorder, relay, connection, sink)
     try:
         yield server
     finally:
@@ -209,6 +221,30 @@ async def test_messages_arrive_intact_on_either_path(server: Server) -> None:
         assert server.relay.pipelined()
     else:
         assert server.relay.lockstep() and not server.relay.pipelined()
+
+
+async def test_the_host_name_is_looked_up_once_for_every_connection(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[str] = []
+
+    def getfqdn(name: str = "") -> str:
+        lookups.append(name)
+        return "mailer.groundswell.test"
+
+    monkeypatch.setattr(smtp, "_local_hostname", None)
+    monkeypatch.setattr(smtp.socket, "getfqdn", getfqdn)
+    renewing = SmtpConnection(
+        settings(server.relay.port).model_copy(update={"smtp_messages_per_connection": 1})
+    )
+    try:
+        for n in range(3):
+            assert await renewing.send(SENDER, "ok@example.test", message(n)) is None
+    finally:
+        await renewing.close()
+    assert server.recorder.sessions == 3  # a new connection, and EHLO, for each message
+    assert server.recorder.hosts == ["mailer.groundswell.test"] * 3
+    assert len(lookups) == 1
 
 
 async def test_refused_recipient_is_permanent_and_the_next_message_goes(server: Server) -> None:

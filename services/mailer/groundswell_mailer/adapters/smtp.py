@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from email.utils import getaddresses, make_msgid
 from functools import lru_cache
 
@@ -36,6 +37,24 @@ def new_message_id(mail_from: str) -> str:
     return make_msgid(domain=sender_domain(mail_from))
 
 
+_local_hostname: str | None = None
+
+
+async def local_hostname() -> str:
+    """The name this host gives in EHLO, looked up once per process.
+
+    aiosmtplib looks it up (`socket.getfqdn`, a reverse lookup, in a thread) for every
+    new client it is not given one: with a connection renewed every
+    `smtp_messages_per_connection` messages, ~8 lookups a second at 800 emails/s, 1.2%
+    of the mailer's CPU in a profile at 1,000 signatures/s. The name does not change
+    while the process runs.
+    """
+    global _local_hostname
+    if _local_hostname is None:
+        _local_hostname = await asyncio.to_thread(socket.getfqdn)
+    return _local_hostname
+
+
 class _StaleConnection(Exception):
     """A reused connection turned out closed before this message's first command."""
 
@@ -52,11 +71,12 @@ class SmtpConnection:
     def connected(self) -> bool:
         return self._client is not None and self._client.is_connected
 
-    def _new_client(self) -> aiosmtplib.SMTP:
+    def _new_client(self, local_name: str) -> aiosmtplib.SMTP:
         settings = self._settings
         return aiosmtplib.SMTP(
             hostname=settings.smtp_host,
             port=settings.smtp_port,
+            local_hostname=local_name,
             username=settings.smtp_username,
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             start_tls=settings.smtp_starttls,
@@ -96,7 +116,7 @@ class SmtpConnection:
         if self._client is not None and self._client.is_connected:
             return self._client
         self._drop()
-        client = self._new_client()
+        client = self._new_client(await local_hostname())
         await client.connect()  # greeting, STARTTLS when offered or asked, AUTH
         self._client = client
         self._carried = 0

@@ -91,6 +91,13 @@ SHED_BY_REASON = {reason: SHED.labels(reason) for reason in ShedReason}
 # Retry a batch that lost a deadlock or serialisation race; the database settles it.
 _RACE_RETRIES = 3
 
+# A batch's events are made, and its requests answered, this many at a time, with a turn
+# of the event loop between: a turn runs everything made ready before it began, so a
+# batch of 250 answered at once held the loop ~30 ms, and every refusal the server's
+# door had to give meanwhile (at its next read) waited behind it. Between chunks the
+# loop reads its sockets. Measured in docs/performance.md (2026-12-03, 22:30).
+TURN_EVERY = 32
+
 
 class Overloaded(Exception):
     """Too much waiting already: refused before anything was recorded."""
@@ -244,7 +251,9 @@ class SignatureWriter:
         which it returns: nothing was written for them, and they are answered apart."""
         now = batch[-1].now
         events: list[tuple[uuid.UUID, bool, BaseEvent, str | None]] = []
-        for attempt in batch:
+        for n, attempt in enumerate(batch, 1):
+            if n % TURN_EVERY == 0:
+                await asyncio.sleep(0)  # see TURN_EVERY
             # Each signature's events as it may be stored: as it is, or, flagging, marked
             # fraudulent for being over a limit (no key for it then: nobody is written to).
             row, cid = attempt.row, attempt.correlation_id
@@ -270,7 +279,9 @@ class SignatureWriter:
             self._wake_relay()
         duplicates = []
         epoch = now.timestamp()
-        for attempt, outcome in zip(batch, written, strict=True):
+        for n, (attempt, outcome) in enumerate(zip(batch, written, strict=True), 1):
+            if n % TURN_EVERY == 0:
+                await asyncio.sleep(0)  # see TURN_EVERY
             if self._flag_over_limit and outcome.over_limit_until is not None:
                 _mark_fraudulent(attempt)
             if not outcome.open:
