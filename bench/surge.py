@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -411,8 +412,15 @@ async def signing_only(args: argparse.Namespace, stack: Stack) -> dict[str, Any]
     return out
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The stack's processes lead sessions of their own, so they outlive the bench unless
+    # `stack.close()` runs: a SIGTERM (`timeout`, a cancelled job) unwinds like Ctrl-C.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     run_dir = Path(tempfile.mkdtemp(prefix="surge-bench-"))
     load_before = os.getloadavg()
     print(f"run folder {run_dir}; starting the stack ...", flush=True)
