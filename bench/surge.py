@@ -379,7 +379,7 @@ async def signing_only(args: argparse.Namespace, stack: Stack) -> dict[str, Any]
     run = Run(args, stack)
     await run.prepare()
     try:
-        n = int(max(20_000, 8_000 * args.closed_seconds))
+        n = report.closed_plan_size(args.closed_seconds)
         rounds: list[dict[str, Any]] = []
         closed = []
         if args.closed_seconds > 0:
@@ -399,7 +399,7 @@ async def signing_only(args: argparse.Namespace, stack: Stack) -> dict[str, Any]
                 gen, result = await run.loadgen(
                     run.planner.plan(n), target, args.closed_seconds, closed=args.connections
                 )
-                results[name] = report.closed_summary(gen, result, args.closed_seconds)
+                results[name] = report.closed_summary(gen, result, args.closed_seconds, n)
             rounds.append(results)
         print(f"signing: open loop at {args.rate:,.0f}/s for {args.seconds:.0f} s ...", flush=True)
         steps = [await run.step(args.rate)]

@@ -128,6 +128,9 @@ def test_signing_alone_alternates_closed_loops_and_quotes_their_median(tmp_path:
     for loop in closed["rounds"]:
         bare, signing = loop["bare endpoint"]["per_s"], loop["signing"]["per_s"]
         assert bare > 0 and signing > 0
+        # Each loop ran for its time, not out of requests (then its rate is the plan's).
+        assert loop["bare endpoint"]["exhausted"] is False
+        assert loop["signing"]["exhausted"] is False
         assert loop["signing_vs_bare"] == signing / bare
         ratios.append(signing / bare)
     assert closed["signing_vs_bare"] == sorted(ratios)[1]
