@@ -47,12 +47,12 @@ class SigningSettings(ServiceSettings):
     max_queue: int = Field(2_000, ge=1)
     max_queue_age_ms: int = Field(250, ge=1)
     # Signing requests one process holds at once (entrypoints/http/shedding.py). By
-    # Little's law, at the ~1,000/s one process serves here 128 is ~130 ms each: enough
-    # to ride out the short stalls of a full box that made 64 refuse 3-7% of a 1,000/s
-    # surge. More held used to slow refusals at overload (a big batch answered in one
-    # turn of the loop held the door's reads back); answered a chunk per turn
-    # (group_commit.TURN_EVERY) they stay within ~100 ms. Measured in
-    # docs/performance.md (2026-12-03, 22:10-23:00): 64, 128 and 256. The bench's closed
+    # Little's law, at the ~1,000/s one process serves here 128 is ~130 ms each: it rides
+    # out more of the short stalls of a full box, which made 64 refuse 3-7% of a
+    # 1,000/s surge. More held used to slow refusals at overload (a big batch answered
+    # in one turn of the loop held the door's reads back); answered a chunk per turn
+    # (group_commit.TURN_EVERY), the 503s' p99 stayed within 20 ms of 64's. Measured in
+    # docs/performance.md (2026-12-03, 22:10-23:45): 64, 128 and 256. The bench's closed
     # loop (64 connections) is never refused by it.
     max_in_flight: int = Field(128, ge=1)
     # Refuse new signatures while the event loop keeps running later than this: requests
