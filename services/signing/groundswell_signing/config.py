@@ -69,6 +69,11 @@ class SigningSettings(ServiceSettings):
     # end to end at 500/s the stack's CPU 0.88x and p99 lower; 20 and 30 saved no
     # more. 0 turns it off.
     gather_ms: int = Field(12, ge=0)
+    # ... unless this many have joined it: then it goes at once. Measured
+    # (docs/performance.md, 2026-12-04): signing alone, closed loop of 64 connections,
+    # 2,300/s without it (every batch waited the whole 12 ms), 4,300-5,200/s with 8-24;
+    # at 1,000/s (batches of ~12) nothing changes.
+    gather_enough: int = Field(16, ge=1)
     # uvicorn worker processes; each has its own writer and batches.
     workers: int = Field(1, ge=1)
 

@@ -189,6 +189,37 @@ async def test_the_relay_makes_at_most_one_pass_per_interval(fresh_database: str
         await pool.close()
 
 
+class FullRelay(OutboxRelay):
+    """Publishes nothing: its first `full` passes find a whole batch waiting."""
+
+    passes = 0
+    full = 3
+
+    async def publish_batch(self) -> int:
+        self.passes += 1
+        return self._batch_size if self.passes <= self.full else 0
+
+
+async def test_a_full_batch_is_followed_by_the_next_pass_at_once(fresh_database: str) -> None:
+    """The interval spaces wake-ups, not a backlog: with a pause after every full batch
+    the relay could never publish more than a batch per interval."""
+    schema = f"o{uuid.uuid4().hex[:8]}"
+    await migrate(fresh_database, schema, [outbox_migration()])
+    pool = await create_pool(fresh_database, max_size=2)
+    relay = FullRelay(pool, schema, "127.0.0.1:1", pass_interval=1.0, poll_interval=60)
+    running = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.3)  # well within one interval
+        assert relay.passes == relay.full + 1  # three full batches, then the one that was not
+        await asyncio.sleep(1.2)
+        assert relay.passes == relay.full + 1  # then it waits for a wake-up again
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await pool.close()
+
+
 async def test_a_wakeup_after_commits_reaches_the_relay_and_bursts_share_one(
     fresh_database: str,
 ) -> None:

@@ -17,9 +17,12 @@ People who had already signed are answered after it: their stored signature is r
 handed over again with a duplicate notice, apart from the writers, which go on.
 
 Batches form by themselves: a writer lets the oldest request wait a few milliseconds
-(`gather`) for others to join it; under load, requests also queue while the writers
-commit and the next batch takes them all. Throughput then grows with load instead of
-round trips per request (mySociety's No10 site survived its peaks the same way).
+(`gather`) for others to join it, or until `enough` have; under load, requests also
+queue while the writers commit and the next batch takes them all. Throughput then grows
+with load instead of round trips per request (mySociety's No10 site survived its peaks
+the same way). The gather only pays while requests trickle in: when clients wait for
+their answers before sending again (a closed loop), waiting it out was pure latency, and
+it capped what one process took.
 
 Over capacity the queue would grow without end and every answer would come late; so
 `submit` refuses at once (`Overloaded`, answered 503 with Retry-After) when the queue is
@@ -34,6 +37,7 @@ refuses) is written again one request at a time, so one bad row fails only itsel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import uuid
@@ -151,6 +155,7 @@ class SignatureWriter:
         max_queue: int = 2_000,
         max_queue_age: float = 0.25,
         gather: float = 0.0,
+        enough: int | None = None,
     ) -> None:
         self._pool = pool
         # Called after each commit that wrote outbox rows (outbox.RelayWakeup).
@@ -161,10 +166,12 @@ class SignatureWriter:
         self._max_queue = max_queue
         self._max_queue_age = max_queue_age
         self._gather = gather
+        self._enough = min(enough or max_batch, max_batch)
         self._queue: deque[Attempt] = deque()
         # Duplicate notices being written: apart from the writers, which go on meanwhile.
         self._notices: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
+        self._gathered = asyncio.Event()  # set when the queue holds `enough`
 
     def overloaded(self, now: float | None = None) -> bool:
         """The queue is too long, or its oldest request has waited too long."""
@@ -180,6 +187,8 @@ class SignatureWriter:
             raise Overloaded()
         self._queue.append(attempt)
         self._ready.set()
+        if len(self._queue) >= self._enough:
+            self._gathered.set()
         return await attempt.future
 
     async def run(self) -> None:
@@ -204,8 +213,11 @@ class SignatureWriter:
             # both processes about the same whatever its size (round trips, commit, the
             # relay's wake-up), so at moderate load tiny batches spend most of the CPU.
             wait = self._gather - (time.monotonic() - self._queue[0].queued_at)
-            if wait > 0 and len(self._queue) < self._max_batch:
-                await asyncio.sleep(wait)
+            if wait > 0 and len(self._queue) < self._enough:
+                self._gathered.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._gathered.wait()
                 continue  # another writer may have taken them meanwhile
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
             try:

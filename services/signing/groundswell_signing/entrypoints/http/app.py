@@ -122,6 +122,7 @@ class SigningService(Service):
             max_queue=settings.max_queue,
             max_queue_age=settings.max_queue_age_ms / 1000,
             gather=settings.gather_ms / 1000,
+            enough=settings.gather_enough,
         )
         self.petitions = PetitionCache(pool)
         self.counts = CountCache(pool)
