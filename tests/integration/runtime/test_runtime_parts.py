@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -153,24 +154,41 @@ async def test_pooled_connections_never_compile_statements(fresh_database: str) 
 
 
 class CountingRelay(OutboxRelay):
-    """Publishes nothing: counts the passes `run` makes."""
+    """Publishes nothing: counts the passes `run` makes; the first `full_passes` of them
+    find a whole batch waiting."""
 
     passes = 0
+    full_passes = 0
 
     async def publish_batch(self) -> int:
         self.passes += 1
-        return 0
+        return self._batch_size if self.passes <= self.full_passes else 0
+
+
+@contextlib.asynccontextmanager
+async def counting_relay(
+    database: str, full_passes: int = 0
+) -> AsyncIterator[tuple[CountingRelay, asyncpg.Pool, str]]:
+    """A running `CountingRelay` with a 1-s pass interval, its pool and its schema."""
+    schema = f"o{uuid.uuid4().hex[:8]}"
+    await migrate(database, schema, [outbox_migration()])
+    pool = await create_pool(database, max_size=2)
+    relay = CountingRelay(pool, schema, "127.0.0.1:1", pass_interval=1.0, poll_interval=60)
+    relay.full_passes = full_passes
+    running = asyncio.create_task(relay.run())
+    try:
+        yield relay, pool, schema
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await pool.close()
 
 
 async def test_the_relay_makes_at_most_one_pass_per_interval(fresh_database: str) -> None:
     """Under load every signing batch wakes the relay; passes come no closer together
     than `pass_interval`, however many wake-ups there are."""
-    schema = f"o{uuid.uuid4().hex[:8]}"
-    await migrate(fresh_database, schema, [outbox_migration()])
-    pool = await create_pool(fresh_database, max_size=2)
-    relay = CountingRelay(pool, schema, "127.0.0.1:1", pass_interval=1.0, poll_interval=60)
-    running = asyncio.create_task(relay.run())
-    try:
+    async with counting_relay(fresh_database) as (relay, pool, schema):
         await asyncio.sleep(0.2)  # the first pass, at once
         assert relay.passes == 1
         for _ in range(10):  # a burst of wake-ups within the interval
@@ -182,42 +200,16 @@ async def test_the_relay_makes_at_most_one_pass_per_interval(fresh_database: str
         assert relay.passes == 2  # then one pass for the whole burst
         await asyncio.sleep(1.0)
         assert relay.passes == 2  # and none without a new wake-up
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await pool.close()
-
-
-class FullRelay(OutboxRelay):
-    """Publishes nothing: its first `full` passes find a whole batch waiting."""
-
-    passes = 0
-    full = 3
-
-    async def publish_batch(self) -> int:
-        self.passes += 1
-        return self._batch_size if self.passes <= self.full else 0
 
 
 async def test_a_full_batch_is_followed_by_the_next_pass_at_once(fresh_database: str) -> None:
     """The interval spaces wake-ups, not a backlog: with a pause after every full batch
     the relay could never publish more than a batch per interval."""
-    schema = f"o{uuid.uuid4().hex[:8]}"
-    await migrate(fresh_database, schema, [outbox_migration()])
-    pool = await create_pool(fresh_database, max_size=2)
-    relay = FullRelay(pool, schema, "127.0.0.1:1", pass_interval=1.0, poll_interval=60)
-    running = asyncio.create_task(relay.run())
-    try:
+    async with counting_relay(fresh_database, full_passes=3) as (relay, _, _):
         await asyncio.sleep(0.3)  # well within one interval
-        assert relay.passes == relay.full + 1  # three full batches, then the one that was not
+        assert relay.passes == 4  # three full batches, then the one that was not
         await asyncio.sleep(1.2)
-        assert relay.passes == relay.full + 1  # then it waits for a wake-up again
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await pool.close()
+        assert relay.passes == 4  # then it waits for a wake-up again
 
 
 async def test_a_wakeup_after_commits_reaches_the_relay_and_bursts_share_one(
