@@ -72,8 +72,9 @@ class SigningSettings(ServiceSettings):
     # ... unless this many have joined it: then it goes at once. Measured
     # (docs/performance.md, 2026-12-04): signing alone, closed loop of 64 connections,
     # ~2,300/s without it (every batch waited the whole 12 ms), 3,100-5,200/s with 8-24;
-    # 8 did best there but cost the surge more CPU (1.55 against 1.41 ms a signature end
-    # to end at 2,000/s); at 1,000/s (batches of ~12) nothing changes.
+    # 8 did no better there than 16 beyond the noise, and cost signing and PostgreSQL
+    # 0.03-0.05 ms a signature more end to end at 2,000/s (three pairs); at 1,000/s
+    # (batches of ~12) nothing changes.
     gather_enough: int = Field(16, ge=1)
     # uvicorn worker processes; each has its own writer and batches.
     workers: int = Field(1, ge=1)
