@@ -364,8 +364,14 @@ def topic_for(event: BaseEvent) -> Topic:
     return TOPIC_OF[event.event_type]
 
 
+def encode_text(event: BaseEvent) -> str:
+    """An event as its JSON document: what a record's value holds (`encode`), and what an
+    outbox row stores until the relay publishes it."""
+    return event.model_dump_json()
+
+
 def encode(event: BaseEvent) -> bytes:
-    return event.model_dump_json().encode()
+    return encode_text(event).encode()
 
 
 def parse_event(raw: bytes | str) -> AnyEvent:

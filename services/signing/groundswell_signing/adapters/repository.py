@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 from groundswell_contracts.events import BaseEvent
-from groundswell_runtime.outbox import outbox_columns
+from groundswell_runtime.outbox import outbox_row
 
 from groundswell_signing.domain.petitions import SLUG, Petition
 from groundswell_signing.domain.rate_limits import Hit
@@ -82,32 +82,33 @@ async def prune_rate_counters(pool: asyncpg.Pool, now: int) -> int:
     return int(status.split()[-1])
 
 
-SIGNATURE_COLUMNS: dict[str, str] = {
-    "id": "uuid",
-    "petition_id": "uuid",
-    "name": "text",
-    "email": "text",
-    "email_canonical": "text",
-    "email_domain": "text",
-    "postcode": "text",
-    "postcode_area": "text",
-    "country": "text",
-    "contact_consent": "boolean",
-    "consent_wording_version": "text",
-    "consent_at": "timestamptz",
-    "source": "text",
-    "ref": "text",
-    "ref_channel": "text",
-    "share_code": "text",
-    "initial_status": "text",
-    "confirmation_token_hash": "bytea",
-    "confirmation_expires_at": "timestamptz",
-    "withdraw_token_hash": "bytea",
-    "ip": "inet",
-    "created_at": "timestamptz",
-    "data_key": "bytea",
-    "leaderboard_consent": "boolean",
-}
+# The columns an attempt's row (a dict) gives; the table's defaults fill the others.
+SIGNATURE_COLUMNS = (
+    "id",
+    "petition_id",
+    "name",
+    "email",
+    "email_canonical",
+    "email_domain",
+    "postcode",
+    "postcode_area",
+    "country",
+    "contact_consent",
+    "consent_wording_version",
+    "consent_at",
+    "source",
+    "ref",
+    "ref_channel",
+    "share_code",
+    "initial_status",
+    "confirmation_token_hash",
+    "confirmation_expires_at",
+    "withdraw_token_hash",
+    "ip",
+    "created_at",
+    "data_key",
+    "leaderboard_consent",
+)
 # For the connections that run `write_signatures`: its parts are CTEs and arrays, which
 # the planner cannot count (it guesses 1-10 rows each), so it joined them by nested
 # loops, one pass over a CTE for each row of another: measured at 1,000 signatures/s,
@@ -115,8 +116,6 @@ SIGNATURE_COLUMNS: dict[str, str] = {
 # loops the same joins are hashed. Only statements that need no index lookup inside a
 # join run on those connections.
 WRITER_SETTINGS = {"enable_nestloop": "off"}
-_N = len(SIGNATURE_COLUMNS)
-_ARRAYS = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(SIGNATURE_COLUMNS.values(), 1))
 _STORED = {  # what a row over a limit is stored with when the campaign flags instead
     "initial_status": "CASE WHEN a.over_limit THEN 'fraudulent' ELSE a.initial_status END",
     "confirmation_token_hash": "CASE WHEN a.over_limit THEN NULL "
@@ -125,29 +124,31 @@ _STORED = {  # what a row over a limit is stored with when the campaign flags in
     "ELSE a.confirmation_expires_at END",
 }
 # One statement, so one implicit transaction and one round trip for a whole batch. Its
-# parts, in order: the attempts; which of their petitions take signatures (as committed:
-# the cache may lag); the rate counters, one atomic upsert each, locked in key order so
-# concurrent batches cannot deadlock on them, counting only open petitions' attempts;
-# each hit's ordinal in its window (`domain/rate_limits.py` says why this is exact; `admit`
-# there is the same rule in Python, and a test holds the two to each other); the
-# signatures admitted (or, flagging, all of them, over-limit ones as fraudulent), in
-# (petition, canonical email) order so concurrent batches take the unique index's locks in
-# one order; the outbox rows of the signatures actually inserted (the unique constraint
+# parameters are three arrays of records (migration 008 says why): the attempts, as rows
+# of `signatures` (the columns an attempt does not give are NULL there, and take the
+# table's defaults here), their rate-limit hits and their outbox events. Its parts, in
+# order: the attempts; which of their petitions take signatures (as committed: the cache
+# may lag); the rate counters, one atomic upsert each, locked in key order so concurrent
+# batches cannot deadlock on them, counting only open petitions' attempts; each hit's
+# ordinal in its window (`domain/rate_limits.py` says why this is exact; `admit` there is
+# the same rule in Python, and a test holds the two to each other); the signatures
+# admitted (or, flagging, all of them, over-limit ones as fraudulent), in (petition,
+# canonical email) order so concurrent batches take the unique index's locks in one
+# order; the outbox rows of the signatures actually inserted (the unique constraint
 # decides duplicates, also within the batch), in the variant for the status it was stored
 # with (a flagged row's events are those of a fraudulent one). Data-modifying CTEs always
 # run to completion. The relay is woken after the commit, not by a NOTIFY in it
 # (`groundswell_runtime.outbox.RelayWakeup` says why).
 WRITE_SIGNATURES = f"""
 WITH attempt AS (
-    SELECT * FROM unnest({_ARRAYS})
-        WITH ORDINALITY AS a({", ".join(SIGNATURE_COLUMNS)}, n)
+    SELECT a.*, a.ordinality AS n
+    FROM unnest($1::signing.signatures[]) WITH ORDINALITY AS a
 ), open AS (
     SELECT id FROM signing.petitions  -- by the primary key, not a join: see WRITER_SETTINGS
     WHERE id = ANY(ARRAY(SELECT DISTINCT petition_id FROM attempt)) AND status = 'open'
-        AND (closes_at IS NULL OR closes_at > ${_N + 1})
+        AND (closes_at IS NULL OR closes_at > $2)
 ), hit AS (
-    SELECT h.* FROM unnest(${_N + 2}::bigint[], ${_N + 3}::text[], ${_N + 4}::bigint[],
-            ${_N + 5}::bigint[], ${_N + 6}::int[])
+    SELECT h.* FROM unnest($3::signing.rate_hit[])
         WITH ORDINALITY AS h(attempt, key, window_start, window_end, lim, n)
     JOIN attempt a ON a.n = h.attempt
     WHERE a.petition_id IN (SELECT id FROM open)
@@ -168,7 +169,7 @@ WITH attempt AS (
 ), admitted AS (
     SELECT a.*, r.attempt IS NOT NULL AS over_limit
     FROM attempt a LEFT JOIN refused r ON r.attempt = a.n
-    WHERE a.petition_id IN (SELECT id FROM open) AND (${_N + 7} OR r.attempt IS NULL)
+    WHERE a.petition_id IN (SELECT id FROM open) AND ($4 OR r.attempt IS NULL)
 ), inserted AS (
     INSERT INTO signing.signatures ({", ".join(SIGNATURE_COLUMNS)})
     SELECT {", ".join(_STORED.get(c, f"a.{c}") for c in SIGNATURE_COLUMNS)}
@@ -179,8 +180,7 @@ WITH attempt AS (
     INSERT INTO signing.outbox
         (event_id, event_type, topic, message_key, payload, correlation_id)
     SELECT e.event_id, e.event_type, e.topic, e.message_key, e.payload, e.correlation_id
-    FROM unnest(${_N + 8}::uuid[], ${_N + 9}::bool[], ${_N + 10}::uuid[], ${_N + 11}::text[],
-            ${_N + 12}::text[], ${_N + 13}::text[], ${_N + 14}::text[], ${_N + 15}::text[])
+    FROM unnest($5::signing.signature_event[])
         WITH ORDINALITY
         AS e(signature_id, fraudulent, event_id, event_type, topic, message_key, payload,
             correlation_id, n)
@@ -196,9 +196,10 @@ ORDER BY a.n
 
 @dataclass(frozen=True)
 class SignatureBatch:
-    """What `WRITE_SIGNATURES` writes. `events` are (signature id, for the row stored as
-    fraudulent?, event, correlation id): built before anyone knows which rows go in, each
-    goes out only if its signature is inserted with that status."""
+    """What `WRITE_SIGNATURES` writes. `rows` hold `SIGNATURE_COLUMNS`; `events` are
+    (signature id, for the row stored as fraudulent?, event, correlation id): built before
+    anyone knows which rows go in, each goes out only if its signature is inserted with
+    that status."""
 
     rows: Sequence[Mapping[str, Any]]
     hits: Sequence[Sequence[Hit]]
@@ -207,22 +208,21 @@ class SignatureBatch:
     events: Sequence[tuple[uuid.UUID, bool, BaseEvent, str | None]]
 
     def arguments(self) -> list[Any]:
-        """The statement's parameters: column arrays of the rows, of the hits (with the
-        ordinal of the attempt each belongs to), of the events."""
-        flat = [(n, hit) for n, attempt in enumerate(self.hits, 1) for hit in attempt]
-        events = self.events
+        """The statement's parameters: the rows, the hits (each with the ordinal of the
+        attempt it belongs to) and the events, as arrays of records."""
         return [
-            *([row[column] for row in self.rows] for column in SIGNATURE_COLUMNS),
+            self.rows,  # asyncpg makes each mapping a record of `signatures` by name
             self.now,
-            [n for n, _ in flat],
-            [hit.key for _, hit in flat],
-            [hit.window_start for _, hit in flat],
-            [hit.window_end for _, hit in flat],
-            [hit.limit for _, hit in flat],
+            [
+                (n, hit.key, hit.window_start, hit.window_end, hit.limit)
+                for n, attempt in enumerate(self.hits, 1)
+                for hit in attempt
+            ],
             self.flag_over_limit,
-            [signature_id for signature_id, _, _, _ in events],
-            [fraudulent for _, fraudulent, _, _ in events],
-            *outbox_columns([(event, cid) for _, _, event, cid in events]),
+            [
+                (signature_id, fraudulent, *outbox_row(event, cid))
+                for signature_id, fraudulent, event, cid in self.events
+            ],
         ]
 
 
