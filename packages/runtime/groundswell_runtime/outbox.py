@@ -244,7 +244,7 @@ def take_batch(schema: str) -> str:
 _PARTITIONER = DefaultPartitioner()
 
 
-# The partition of a key, remembered: the partitioner is murmur2 in pure Python (~3 us a
+# The partition of a key, remembered: the partitioner is murmur2 in pure Python (4-5 us a
 # key, a sixth of the relay's CPU under load), and half of what a signing surge relays
 # is keyed by a handful of petitions. Keys seen once (a signature's data key) pass
 # through; the petitions', used every few rows, stay.
