@@ -53,8 +53,12 @@ class Unreadable(Exception):
     """Wrong key, tampered bytes, or a blob moved into another event."""
 
 
+# A signer's own key: AES-256-GCM.
+DATA_KEY_BYTES = 32
+
+
 def new_data_key() -> bytes:
-    return AESGCM.generate_key(bit_length=256)
+    return AESGCM.generate_key(bit_length=DATA_KEY_BYTES * 8)
 
 
 def encode_key(key: bytes) -> str:

@@ -82,6 +82,8 @@ class ValidSignature:
 def reject_control_characters(text: str, *, allow_newlines: bool) -> str:
     """Also refuses lone surrogates (`"\\ud800"` in JSON): they are not text, cannot be
     encoded as UTF-8, and PostgreSQL would refuse them with a 500 after validation."""
+    if text.isprintable():
+        return text  # no character of a category "C" (Cc, Cs among them): the common case
     allowed = {"\n", "\r", "\t"} if allow_newlines else set()
     if any(unicodedata.category(ch) == "Cs" for ch in text):
         raise ValueError("must be valid Unicode text (it contains a lone surrogate)")
@@ -100,7 +102,11 @@ def check_name(raw: str) -> str:
         raise ValueError("Name must not start with = + - or @")
     if _URL.search(name):
         raise ValueError("Name must not contain a web address")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in name):
+    # A printable string has no character of a category "C" at all (the common case,
+    # spared the walk through the string).
+    if not name.isprintable() and any(
+        unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in name
+    ):
         raise ValueError("Name contains characters that are not allowed")
     return name
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
-from groundswell_contracts.sealed import new_data_key
 from groundswell_runtime.correlation import current_correlation_id
 from groundswell_runtime.outbox import enqueue
 
@@ -20,7 +18,7 @@ from groundswell_signing.domain.events import signature_confirmed, signature_wit
 from groundswell_signing.domain.petitions import PetitionClosedError
 from groundswell_signing.domain.rate_limits import Window, hits_for
 from groundswell_signing.domain.signatures import SignatureError, ValidSignature
-from groundswell_signing.domain.tokens import hash_token, new_share_code, new_token
+from groundswell_signing.domain.tokens import hash_token, new_signature_secrets
 from groundswell_signing.service_layer.group_commit import Attempt, SignatureWriter
 from groundswell_signing.service_layer.petitions import PetitionCache
 
@@ -112,10 +110,11 @@ async def sign_petition(
     if not petition.accepting_signatures(now):
         raise PetitionClosedError(slug)
     settings = policy.settings
-    confirmation_token = new_token() if petition.requires_confirmation else None
-    withdraw_token = new_token()
+    drawn = new_signature_secrets()
+    confirmation_token = drawn.confirmation_token if petition.requires_confirmation else None
+    withdraw_token = drawn.withdraw_token
     row: dict[str, Any] = {
-        "id": uuid.uuid4(),
+        "id": drawn.id,
         "petition_id": petition.id,
         "name": signature.name,
         "email": signature.email,
@@ -130,7 +129,7 @@ async def sign_petition(
         "source": signature.source,
         "ref": signature.ref,
         "ref_channel": signature.ref_channel,
-        "share_code": new_share_code(),
+        "share_code": drawn.share_code,
         "initial_status": "pending" if confirmation_token else "signed",
         "confirmation_token_hash": hash_token(confirmation_token) if confirmation_token else None,
         "confirmation_expires_at": (
@@ -140,7 +139,7 @@ async def sign_petition(
         "ip": ip,
         "created_at": now,
         # This signer's own key for their sealed contact details (crypto-shredding).
-        "data_key": new_data_key(),
+        "data_key": drawn.data_key,
         "leaderboard_consent": signature.leaderboard_consent,
     }
     result = await writer.submit(
