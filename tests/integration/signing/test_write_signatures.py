@@ -1,5 +1,5 @@
 """Group commit's one statement (`repository.write_signatures`) against a real PostgreSQL:
-it admits exactly as the rule in `domain/rate_limits.admit` says, and it is planned
+it admits exactly as the rule in `domain/rate_limits.RateCounters` says, and it is planned
 without nested loops on the writer's connections."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pytest
 from groundswell_runtime.outbox import notify_channel
 from groundswell_signing.adapters.repository import (
     SCHEMA,
@@ -20,14 +21,20 @@ from groundswell_signing.adapters.repository import (
     SignatureBatch,
     write_signatures,
 )
-from groundswell_signing.domain.rate_limits import Hit, added_hits, admit
+from groundswell_signing.domain.rate_limits import RateCounters, Window, hits_for, nested
 
 from .conftest import SigningHarness
 
 NOW = datetime.now(UTC)
 EPOCH = NOW.timestamp()
 START = int(EPOCH) // 3600 * 3600
-LIMITS = {"burst": 3, "hour": 10, "site": 25}  # one limit per window, as in production
+# Production's four kinds of window, with limits small enough to be reached.
+WINDOWS = (
+    Window("burst", 2, 60, per_petition=True),
+    Window("sustained", 4, 300, per_petition=True),
+    Window("global", 7, 600, per_petition=False),
+    Window("site", 12, 600, per_petition=False, site_wide=True),
+)
 
 
 def row(petition_id: uuid.UUID) -> dict[str, Any]:
@@ -60,26 +67,42 @@ def row(petition_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
-async def test_the_statement_admits_exactly_as_the_rule_does(signing: SigningHarness) -> None:
-    petition = await signing.create_petition(requires_confirmation=False)
-    petition_id = uuid.UUID(petition["id"])
-    rng = random.Random(20261202)
-    totals: dict[tuple[str, int], int] = {}
+# The same with a burst window that does not divide the network window: nothing is
+# remembered, every attempt counts in every window.
+UNNESTED = (Window("burst", 2, 90, per_petition=True), *WINDOWS[1:])
+
+
+@pytest.mark.parametrize("windows", [WINDOWS, UNNESTED], ids=["nested", "unnested"])
+async def test_the_statement_admits_exactly_as_the_rule_does(
+    signing: SigningHarness, windows: tuple[Window, ...]
+) -> None:
+    """Random batches from a few networks (IPv4, and IPv6 /64s sharing a /48) on two
+    petitions, over twenty minutes: each network window's first attempt remembered,
+    later ones counted per petition, windows ending and starting."""
+    assert nested(windows) == (windows is WINDOWS)
+    petitions = [
+        uuid.UUID((await signing.create_petition(requires_confirmation=False))["id"])
+        for _ in range(2)
+    ]
+    rng = random.Random(20261204)
+    unique = uuid.uuid4().bytes  # addresses no other test has counted
+    addresses = [f"10.{unique[0]}.{unique[1]}.{n}" for n in range(3)] + [
+        f"2001:db8:{unique[2]:x}{unique[3]:02x}:{n}::1" for n in range(3)
+    ]
+    counters = RateCounters()
     admitted = refused = 0
-    for _ in range(25):
-        hits = [
-            [
-                Hit(f"{window}:test", START, LIMITS[window], START + 3600)
-                for window in rng.sample(sorted(LIMITS), rng.randint(0, 3))
-            ]
-            for _ in range(rng.randint(1, 12))
-        ]
-        for counter, n in added_hits(hits).items():
-            totals[counter] = totals.get(counter, 0) + n
-        expected = admit(hits, totals, EPOCH)
+    for batch in range(40):
+        attempts = []
+        for _ in range(rng.randint(1, 12)):
+            second = START + batch * 30 + rng.randint(0, 40)
+            petition = rng.choice(petitions)
+            hits = hits_for(windows, petition, rng.choice(addresses), second + 0.5)
+            attempts.append((petition, hits))
+        expected = counters.admit([hits for _, hits in attempts], EPOCH)
         async with signing.pool.acquire() as conn:
-            batch = SignatureBatch([row(petition_id) for _ in hits], hits, NOW, False, [])
-            written = await write_signatures(conn, batch)
+            rows = [row(petition) for petition, _ in attempts]
+            batch_ = SignatureBatch(rows, [hits for _, hits in attempts], NOW, False, [])
+            written = await write_signatures(conn, batch_)
         waits = [
             None if w.over_limit_until is None else max(1, int(w.over_limit_until - EPOCH + 0.999))
             for w in written
@@ -91,9 +114,17 @@ async def test_the_statement_admits_exactly_as_the_rule_does(signing: SigningHar
         refused += len(expected) - expected.count(None)
     assert admitted and refused  # both verdicts were exercised
     stored = await signing.pool.fetchval(
-        "SELECT count(*) FROM signing.signatures WHERE petition_id = $1", petition_id
+        "SELECT count(*) FROM signing.signatures WHERE petition_id = ANY($1::uuid[])", petitions
     )
     assert stored == admitted
+    # The table holds exactly the rule's counters: a network window's first attempt was
+    # remembered by the network counter, not added to per-petition ones.
+    networks = {key.split(":", 2)[2] for key, _ in counters.hits}
+    table = await signing.pool.fetch(
+        "SELECT key, window_start, hits FROM signing.rate_counters WHERE key LIKE ANY($1)",
+        [f"%:{network}" for network in networks],
+    )
+    assert {(r["key"], r["window_start"]): r["hits"] for r in table} == counters.hits
 
 
 async def test_the_writer_connections_plan_it_without_nested_loops(

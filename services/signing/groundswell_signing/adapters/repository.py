@@ -128,17 +128,21 @@ _STORED = {  # what a row over a limit is stored with when the campaign flags in
 # of `signatures` (the columns an attempt does not give are NULL there, and take the
 # table's defaults here), their rate-limit hits and their outbox events. Its parts, in
 # order: the attempts; which of their petitions take signatures (as committed: the cache
-# may lag); the rate counters, one atomic upsert each, locked in key order so concurrent
-# batches cannot deadlock on them, counting only open petitions' attempts; each hit's
-# ordinal in its window (`domain/rate_limits.py` says why this is exact; `admit` there is
-# the same rule in Python, and a test holds the two to each other); the signatures
-# admitted (or, flagging, all of them, over-limit ones as fraudulent), in (petition,
-# canonical email) order so concurrent batches take the unique index's locks in one
-# order; the outbox rows of the signatures actually inserted (the unique constraint
-# decides duplicates, also within the batch), in the variant for the status it was stored
-# with (a flagged row's events are those of a fraudulent one). Data-modifying CTEs always
-# run to completion. The relay is woken after the commit, not by a NOTIFY in it
-# (`groundswell_runtime.outbox.RelayWakeup` says why).
+# may lag); the rate counters, counting only open petitions' attempts, one atomic upsert
+# each, locked in key order so concurrent batches cannot deadlock on them: first the
+# networks' own (which keep their window's first attempt), then the others, without the
+# per-petition hits of an attempt that is its network window's first; each hit's ordinal
+# in its window (`domain/rate_limits.py` says why this is exact, and why a per-petition
+# ordinal counts the network window's first attempt when it was on the same petition
+# and in the same window; `RateCounters` there is the same rule in Python, and a test
+# holds the two to each other); the signatures admitted (or, flagging, all of them,
+# over-limit ones as fraudulent), in (petition, canonical email) order so concurrent
+# batches take the unique index's locks in one order; the outbox rows of the signatures
+# actually inserted (the unique constraint decides duplicates, also within the batch),
+# in the variant for the status it was stored with (a flagged row's events are those of
+# a fraudulent one). Data-modifying CTEs always run to completion. The relay is woken
+# after the commit, not by a NOTIFY in it (`groundswell_runtime.outbox.RelayWakeup` says
+# why).
 WRITE_SIGNATURES = f"""
 WITH attempt AS (
     SELECT a.*, a.ordinality AS n
@@ -148,23 +152,50 @@ WITH attempt AS (
     WHERE id = ANY(ARRAY(SELECT DISTINCT petition_id FROM attempt)) AND status = 'open'
         AND (closes_at IS NULL OR closes_at > $2)
 ), hit AS (
-    SELECT h.* FROM unnest($3::signing.rate_hit[])
-        WITH ORDINALITY AS h(attempt, key, window_start, window_end, lim, n)
+    SELECT h.*, a.petition_id FROM unnest($3::signing.counter_hit[])
+        WITH ORDINALITY AS h(attempt, key, window_start, window_end, lim, kind, at, n)
     JOIN attempt a ON a.n = h.attempt
     WHERE a.petition_id IN (SELECT id FROM open)
+), network AS (
+    INSERT INTO signing.rate_counters AS c
+        (key, window_start, window_end, hits, first_petition, first_at)
+    SELECT key, window_start, max(window_end), count(*)::int,
+        (array_agg(petition_id ORDER BY n))[1], (array_agg(at ORDER BY n))[1]
+    FROM hit WHERE kind = 'network'
+    GROUP BY key, window_start ORDER BY key, window_start
+    ON CONFLICT (key, window_start) DO UPDATE SET hits = c.hits + EXCLUDED.hits
+    RETURNING key, window_start, hits, first_petition, first_at
+), network_ordinal AS (
+    SELECT h.attempt, h.lim, h.window_end, c.first_petition, c.first_at,
+        c.hits - count(*) OVER w + row_number() OVER (w ORDER BY h.n) AS ordinal
+    FROM hit h JOIN network c USING (key, window_start)
+    WHERE h.kind = 'network'
+    WINDOW w AS (PARTITION BY h.key, h.window_start)
+), later AS (
+    SELECT h.*, h.kind = 'petition' AND o.first_petition = h.petition_id
+            AND o.first_at >= h.window_start AND o.first_at < h.window_end AS after_first
+    FROM hit h LEFT JOIN network_ordinal o ON o.attempt = h.attempt
+    WHERE h.kind = 'plain' OR h.kind = 'petition' AND o.ordinal IS DISTINCT FROM 1
 ), counted AS (
     INSERT INTO signing.rate_counters AS c (key, window_start, window_end, hits)
-    SELECT key, window_start, max(window_end), count(*)::int FROM hit
+    SELECT key, window_start, max(window_end), count(*)::int FROM later
     GROUP BY key, window_start ORDER BY key, window_start
     ON CONFLICT (key, window_start) DO UPDATE SET hits = c.hits + EXCLUDED.hits
     RETURNING key, window_start, hits
+), ordinal AS (
+    SELECT attempt, lim, window_end, ordinal FROM network_ordinal
+    UNION ALL
+    SELECT h.attempt, h.lim, h.window_end, 1  -- a network window's first attempt
+    FROM hit h JOIN network_ordinal o ON o.attempt = h.attempt AND o.ordinal = 1
+    WHERE h.kind = 'petition'
+    UNION ALL
+    SELECT h.attempt, h.lim, h.window_end,
+        c.hits - count(*) OVER w + row_number() OVER (w ORDER BY h.n)
+            + CASE WHEN h.after_first THEN 1 ELSE 0 END
+    FROM later h JOIN counted c USING (key, window_start)
+    WINDOW w AS (PARTITION BY h.key, h.window_start)
 ), refused AS (
-    SELECT attempt, max(window_end) AS until FROM (
-        SELECT h.attempt, h.lim, h.window_end,
-            c.hits - count(*) OVER w + row_number() OVER (w ORDER BY h.n) AS ordinal
-        FROM hit h JOIN counted c USING (key, window_start)
-        WINDOW w AS (PARTITION BY h.key, h.window_start)
-    ) AS o
+    SELECT attempt, max(window_end) AS until FROM ordinal
     WHERE ordinal > lim GROUP BY attempt
 ), admitted AS (
     SELECT a.*, r.attempt IS NOT NULL AS over_limit
@@ -213,11 +244,7 @@ class SignatureBatch:
         return [
             self.rows,  # asyncpg makes each mapping a record of `signatures` by name
             self.now,
-            [
-                (n, hit.key, hit.window_start, hit.window_end, hit.limit)
-                for n, attempt in enumerate(self.hits, 1)
-                for hit in attempt
-            ],
+            [(n, *hit) for n, attempt in enumerate(self.hits, 1) for hit in attempt],
             self.flag_over_limit,
             [
                 (signature_id, fraudulent, *outbox_row(event, cid))

@@ -9,12 +9,25 @@ Why this is exact under concurrency: the hits are added with one atomic upsert p
 counter row (`hits = hits + n ... RETURNING hits`), and PostgreSQL serialises
 concurrent upserts of a row, so the totals a batch reads back are the totals after its
 own hits and all hits committed or locked before it. A batch that added `n` hits to a
-counter and read back `total` owns the ordinals `total - n + 1 .. total` of that window;
-`admit` hands them out in arrival order (group commit does the same inside its one
-statement, `repository.WRITE_SIGNATURES`; a test holds the statement to `admit` on
-random batches). No two attempts anywhere get the same ordinal,
-so no more than `limit` attempts are ever admitted per window, however many processes
-and batches run at once: 20 parallel requests get no more through than 20 sequential ones.
+counter and read back `total` owns the ordinals `total - n + 1 .. total` of that window
+and hands them out in arrival order (group commit's one statement,
+`repository.WRITE_SIGNATURES`; `RateCounters` here is the same rule attempt by attempt,
+and a test holds the two to each other on random batches). No two attempts anywhere get
+the same ordinal, so no more than `limit` attempts are ever admitted per window, however
+many processes and batches run at once: 20 parallel requests get no more through than
+20 sequential ones.
+
+A network's first attempt in its window writes one row, not three. In a surge nearly
+every attempt comes from a network that makes no other, and its three new counter rows
+were a third of the statement's time in PostgreSQL (issue 7, docs/performance.md). So
+the network's own counter (the window across petitions) also keeps which petition its
+window's first attempt was on, and when; that attempt is not added to its per-petition
+counters, and a later attempt on the same petition within the same per-petition window
+counts it as one more. Still exact: ordinal 1 of a network window is handed out once,
+so every attempt is counted once, as a remembered first or in a per-petition counter.
+It needs each per-petition window to lie within one network window, so their lengths
+must divide the network window's (as they do by default); when they do not (`nested`),
+every attempt is counted in every window, as before.
 
 Why every attempt counts: if only stored signatures counted, a duplicate (someone who
 already signed) would not count, and the limit would tell a stranger whether an address
@@ -26,10 +39,11 @@ the price of one row per window instead of one row per attempt.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from groundswell_runtime.client_address import client_network, site_network
 
@@ -43,18 +57,39 @@ class Window:
     site_wide: bool = False  # counted per IPv6 /48 instead of per client network
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One attempt's hit on one window's counter."""
+# What a hit's counter is: the network's own window across petitions (which remembers
+# its window's first attempt), a per-petition window, or one counted as it comes (the
+# IPv6 site's window; and the network's, when the per-petition windows do not nest in it).
+NETWORK = "network"
+PETITION = "petition"
+PLAIN = "plain"
+
+
+class Hit(NamedTuple):
+    """One attempt's hit on one window's counter. A named tuple, not a dataclass: made
+    three or four times for every signing request, and a frozen dataclass costs several
+    times as much to make. Its fields are in the order of the group-commit statement's
+    record (`signing.counter_hit`, after the attempt's ordinal)."""
 
     key: str
     window_start: int  # seconds since the epoch, a multiple of the window's length
-    limit: int
     window_end: int
+    limit: int
+    kind: str  # NETWORK, PETITION or PLAIN
+    at: int  # the attempt's second (a NETWORK counter keeps its first attempt's)
 
     @property
     def counter(self) -> tuple[str, int]:
         return (self.key, self.window_start)
+
+
+@functools.lru_cache(maxsize=16)
+def nested(windows: tuple[Window, ...]) -> bool:
+    """Whether each per-petition window's length divides the network window's, so that
+    each lies within one network window: only then can the network window remember its
+    first attempt for them. Otherwise every attempt is counted in every window."""
+    networks = [w for w in windows if not w.per_petition and not w.site_wide]
+    return all(n.seconds % w.seconds == 0 for n in networks for w in windows if w.per_petition)
 
 
 def hits_for(
@@ -65,43 +100,71 @@ def hits_for(
         return []
     network = client_network(address)
     site = site_network(address)
+    petition = str(petition_id)
+    second = int(now)
+    network_kind = NETWORK if nested(tuple(windows)) else PLAIN
     hits = []
     for window in windows:
-        if window.site_wide and site is None:
-            continue  # IPv4: the client network is already the whole address
-        scope = str(petition_id) if window.per_petition else "*"
-        who = site if window.site_wide else network
-        start = int(now) // window.seconds * window.seconds
+        if window.site_wide:
+            if site is None:
+                continue  # IPv4: the client network is already the whole address
+            who, kind = site, PLAIN
+        else:
+            who, kind = network, PETITION if window.per_petition else network_kind
+        scope = petition if window.per_petition else "*"
+        start = second // window.seconds * window.seconds
         hits.append(
-            Hit(f"{window.name}:{scope}:{who}", start, window.limit, start + window.seconds)
+            Hit(
+                f"{window.name}:{scope}:{who}",
+                start,
+                start + window.seconds,
+                window.limit,
+                kind,
+                second,
+            )
         )
     return hits
 
 
-def added_hits(attempts: Sequence[Sequence[Hit]]) -> dict[tuple[str, int], int]:
-    """How many hits a batch adds to each counter."""
-    return dict(Counter(hit.counter for hits in attempts for hit in hits))
+@dataclass
+class RateCounters:
+    """The rule in memory, attempt after attempt: what `repository.WRITE_SIGNATURES` does
+    with the counters table for a batch (a test holds the statement to it)."""
 
+    hits: dict[tuple[str, int], int] = field(default_factory=dict)
+    # A network counter's first attempt: the per-petition counters it was not added to.
+    firsts: dict[tuple[str, int], frozenset[tuple[str, int]]] = field(default_factory=dict)
 
-def admit(
-    attempts: Sequence[Sequence[Hit]],
-    totals: dict[tuple[str, int], int],
-    now: float,
-) -> list[int | None]:
-    """For each attempt, in arrival order: None if it is within every limit, else the
-    seconds until the window that refused it ends (for Retry-After).
+    def admit(self, attempts: Sequence[Sequence[Hit]], now: float) -> list[int | None]:
+        """For each attempt, in arrival order: None if it is within every limit, else the
+        seconds until the window that refused it ends (for Retry-After)."""
+        verdicts: list[int | None] = []
+        for hits in attempts:
+            first: frozenset[tuple[str, int]] = frozenset()
+            is_first = False
+            for hit in hits:
+                if hit.kind == NETWORK:
+                    is_first = self._add(hit.counter) == 1
+                    if is_first:
+                        self.firsts[hit.counter] = frozenset(
+                            h.counter for h in hits if h.kind == PETITION
+                        )
+                    first = self.firsts.get(hit.counter, frozenset())
+            wait = 0
+            for hit in hits:
+                if hit.kind == NETWORK:
+                    ordinal = self.hits[hit.counter]
+                elif hit.kind == PETITION and is_first:
+                    ordinal = 1  # the remembered first: its window holds nothing before it
+                elif hit.kind == PETITION:
+                    ordinal = self._add(hit.counter) + (hit.counter in first)
+                else:
+                    ordinal = self._add(hit.counter)
+                if ordinal > hit.limit:
+                    wait = max(wait, max(1, int(hit.window_end - now + 0.999)))
+            verdicts.append(wait or None)
+        return verdicts
 
-    `totals` holds each counter's value after the batch's own hits were added.
-    """
-    added = added_hits(attempts)
-    next_ordinal = {counter: totals[counter] - n + 1 for counter, n in added.items()}
-    verdicts: list[int | None] = []
-    for hits in attempts:
-        wait = 0
-        for hit in hits:
-            ordinal = next_ordinal[hit.counter]
-            next_ordinal[hit.counter] = ordinal + 1
-            if ordinal > hit.limit:
-                wait = max(wait, max(1, int(hit.window_end - now + 0.999)))
-        verdicts.append(wait or None)
-    return verdicts
+    def _add(self, counter: tuple[str, int]) -> int:
+        self.hits[counter] = self.hits.get(counter, 0) + 1
+        return self.hits[counter]
