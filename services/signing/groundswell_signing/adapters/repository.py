@@ -82,7 +82,8 @@ async def prune_rate_counters(pool: asyncpg.Pool, now: int) -> int:
     return int(status.split()[-1])
 
 
-# The columns an attempt's row (a dict) gives; the table's defaults fill the others.
+# The columns an attempt's row (a dict) gives, those of the record type
+# `signature_attempt` (migration 010); the table's defaults fill the others.
 SIGNATURE_COLUMNS = (
     "id",
     "petition_id",
@@ -116,7 +117,9 @@ SIGNATURE_COLUMNS = (
 # loops the same joins are hashed. Only statements that need no index lookup inside a
 # join run on those connections.
 WRITER_SETTINGS = {"enable_nestloop": "off"}
-_STORED = {  # what a row over a limit is stored with when the campaign flags instead
+_STORED = {  # the address goes as text (migration 010); and what a row over a limit is
+    # stored with when the campaign flags instead
+    "ip": "a.ip::inet",
     "initial_status": "CASE WHEN a.over_limit THEN 'fraudulent' ELSE a.initial_status END",
     "confirmation_token_hash": "CASE WHEN a.over_limit THEN NULL "
     "ELSE a.confirmation_token_hash END",
@@ -124,9 +127,9 @@ _STORED = {  # what a row over a limit is stored with when the campaign flags in
     "ELSE a.confirmation_expires_at END",
 }
 # One statement, so one implicit transaction and one round trip for a whole batch. Its
-# parameters are three arrays of records (migration 008 says why): the attempts, as rows
-# of `signatures` (the columns an attempt does not give are NULL there, and take the
-# table's defaults here), their rate-limit hits and their outbox events. Its parts, in
+# parameters are three arrays of records (migrations 008 and 010 say why): the attempts
+# (`signature_attempt`: the columns an attempt gives; the others take the table's
+# defaults), their rate-limit hits and their outbox events. Its parts, in
 # order: the attempts; which of their petitions take signatures (as committed: the cache
 # may lag); the rate counters, counting only open petitions' attempts, one atomic upsert
 # each, locked in key order so concurrent batches cannot deadlock on them: first the
@@ -146,7 +149,7 @@ _STORED = {  # what a row over a limit is stored with when the campaign flags in
 WRITE_SIGNATURES = f"""
 WITH attempt AS (
     SELECT a.*, a.ordinality AS n
-    FROM unnest($1::signing.signatures[]) WITH ORDINALITY AS a
+    FROM unnest($1::signing.signature_attempt[]) WITH ORDINALITY AS a
 ), open AS (
     SELECT id FROM signing.petitions  -- by the primary key, not a join: see WRITER_SETTINGS
     WHERE id = ANY(ARRAY(SELECT DISTINCT petition_id FROM attempt)) AND status = 'open'
@@ -242,7 +245,7 @@ class SignatureBatch:
         """The statement's parameters: the rows, the hits (each with the ordinal of the
         attempt it belongs to) and the events, as arrays of records."""
         return [
-            self.rows,  # asyncpg makes each mapping a record of `signatures` by name
+            self.rows,  # asyncpg makes each mapping a `signature_attempt` by name
             self.now,
             [(n, *hit) for n, attempt in enumerate(self.hits, 1) for hit in attempt],
             self.flag_over_limit,

@@ -20,12 +20,13 @@ from groundswell_contracts.events import (
     SignatureWithdrawn,
 )
 from groundswell_contracts.sealed import Contact, associated_data, encode_key, seal
+from groundswell_runtime import ids
 
 from groundswell_signing.domain.signatures import first_name
 
 
 def event_id(signature_id: uuid.UUID, fact: str) -> uuid.UUID:
-    return uuid.uuid5(signature_id, fact)
+    return ids.uuid5(signature_id, fact)
 
 
 def signature_created(

@@ -10,6 +10,7 @@ import uuid
 from typing import NamedTuple
 
 from groundswell_contracts.sealed import DATA_KEY_BYTES
+from groundswell_runtime import ids
 
 # 8 characters of url-safe base64: 48 bits, unguessable for share links, short to type.
 SHARE_CODE_BYTES = 6
@@ -49,7 +50,7 @@ def new_signature_secrets() -> SignatureSecrets:
     raw = os.urandom(_DRAW)
     tokens = 16 + 2 * TOKEN_BYTES
     return SignatureSecrets(
-        uuid.UUID(bytes=raw[:16], version=4),
+        ids.uuid4_from(raw[:16]),
         _urlsafe(raw[16 : 16 + TOKEN_BYTES]),
         _urlsafe(raw[16 + TOKEN_BYTES : tokens]),
         _urlsafe(raw[tokens : tokens + SHARE_CODE_BYTES]),
