@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import ipaddress
+import random
+
 import pytest
 from groundswell_runtime.client_address import (
     client_address,
@@ -53,3 +56,62 @@ def test_ipv6_clients_are_limited_by_their_64_and_48() -> None:
 def test_bad_networks_are_named() -> None:
     with pytest.raises(ValueError, match="nonsense"):
         parse_networks(["127.0.0.1", "nonsense"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "203.0.113.9",
+        " 203.0.113.9 ",
+        "0.0.0.0",
+        "255.255.255.255",
+        "010.1.2.3",
+        "1.2.3",
+        "1.2.3.4.5",
+        "256.1.2.3",
+        "1.2.3.04",
+        "0x7f.0.0.1",
+        "127.1",
+        "1.2.3.4/32",
+        "",
+        "::1",
+        "::ffff:198.51.100.7",
+        "2001:DB8::1",
+        "2001:db8:0:0::1",
+        "fe80::1%eth0",
+        "1.2.3.4 ",
+        "\t1.2.3.4",
+        "1.2.3.4\n",
+        "٣.1.2.3",
+        "1.2.3.-1",
+        "+1.2.3.4",
+    ],
+)
+def test_an_address_reads_as_ipaddress_reads_it(text: str) -> None:
+    # The IPv4 fast path (the C parser) must agree with ipaddress on every text: the
+    # same address or none, and the same written form.
+    try:
+        expected = ipaddress.ip_address(text.strip())
+    except ValueError:
+        expected = None
+    if isinstance(expected, ipaddress.IPv6Address) and expected.ipv4_mapped is not None:
+        expected = expected.ipv4_mapped
+    peer = client_address(text, None, ()) if text.strip() else None
+    assert peer == (None if expected is None else str(expected))
+
+
+def test_random_ipv4_addresses_read_as_ipaddress_reads_them() -> None:
+    rng = random.Random(7)
+    for _ in range(2_000):
+        octets = [
+            str(rng.choice([0, 1, 9, 10, 99, 100, 199, 255, 256, rng.randrange(300)]))
+            for _ in range(4)
+        ]
+        if rng.random() < 0.2:
+            octets[rng.randrange(4)] = "0" + octets[0]  # a leading zero
+        text = ".".join(octets)
+        try:
+            expected: str | None = str(ipaddress.ip_address(text))
+        except ValueError:
+            expected = None
+        assert client_address(text, None, ()) == expected, text

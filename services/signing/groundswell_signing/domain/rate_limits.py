@@ -48,8 +48,9 @@ from typing import NamedTuple
 from groundswell_runtime.client_address import client_network, site_network
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(NamedTuple):
+    # A named tuple: `nested` is looked up by the policy's windows on every request,
+    # and a dataclass's generated __hash__ is Python code.
     name: str
     limit: int
     seconds: int
