@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from groundswell_contracts.events import BaseEvent
@@ -256,9 +256,8 @@ class SignatureBatch:
         ]
 
 
-@dataclass(frozen=True)
-class Written:
-    """What became of one attempt of a batch."""
+class Written(NamedTuple):
+    """What became of one attempt of a batch (a named tuple: one a signature)."""
 
     open: bool  # its petition took signatures
     over_limit_until: int | None  # over a rate limit: when the window that refused it ends

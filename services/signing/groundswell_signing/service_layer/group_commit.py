@@ -126,6 +126,12 @@ class Result:
     retry_after: int | None = None
 
 
+# The answers without a wait, made once: one is handed to every request of a batch.
+RECORDED = Result("recorded")
+DUPLICATE = Result("duplicate")
+CLOSED = Result("closed")
+
+
 @dataclass
 class Attempt:
     """One request's signature, ready to store."""
@@ -299,12 +305,12 @@ class SignatureWriter:
             if self._flag_over_limit and outcome.over_limit_until is not None:
                 _mark_fraudulent(attempt)
             if not outcome.open:
-                _settle(attempt, result=Result("closed"))
+                _settle(attempt, result=CLOSED)
             elif outcome.over_limit_until is not None and not self._flag_over_limit:
                 wait = max(1, int(outcome.over_limit_until - epoch + 0.999))
                 _settle(attempt, result=Result("rate_limited", wait))
             elif outcome.inserted:
-                _settle(attempt, result=Result("recorded"))
+                _settle(attempt, result=RECORDED)
             else:
                 duplicates.append(attempt)
         return duplicates
@@ -346,7 +352,7 @@ class SignatureWriter:
                 _settle(attempt, error=exc)
             return
         for attempt in duplicates:
-            _settle(attempt, result=Result("duplicate"))
+            _settle(attempt, result=DUPLICATE)
 
 
 def _settle(
