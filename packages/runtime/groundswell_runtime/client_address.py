@@ -67,11 +67,6 @@ def _parse(value: str) -> _Parsed | None:
     return _Parsed(address, str(address))
 
 
-def _address(value: str) -> IPAddress | None:
-    parsed = _parse(value)
-    return None if parsed is None else parsed.address
-
-
 def _trusted(address: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
     return any(address.version == n.version and address in n for n in trusted)
 
@@ -109,7 +104,7 @@ def client_network(address: str) -> str:
 
 def site_network(address: str) -> str | None:
     """The wider budget an IPv6 client shares with its site (/48); None for IPv4."""
-    parsed = _address(address)
-    if parsed is None or parsed.version == 4:
+    parsed = _parse(address)
+    if parsed is None or parsed.address.version == 4:
         return None
-    return str(ipaddress.ip_network(f"{parsed}/{IPV6_SITE_PREFIX}", strict=False))
+    return str(ipaddress.ip_network(f"{parsed.text}/{IPV6_SITE_PREFIX}", strict=False))
