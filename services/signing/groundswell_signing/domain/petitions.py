@@ -15,6 +15,7 @@ from groundswell_contracts.events import (
     PetitionState,
     PetitionUpdated,
 )
+from groundswell_runtime import ids
 
 SLUG = re.compile(SLUG_PATTERN)
 PetitionStatus = Literal["open", "closed"]
@@ -61,7 +62,7 @@ class Petition:
         else:
             kind = PetitionUpdated
         return kind(
-            event_id=uuid.uuid5(self.id, f"petition-v{self.version}"),
+            event_id=ids.uuid5(self.id, f"petition-v{self.version}"),
             petition_id=self.id,
             slug=self.slug,
             title=self.title,
