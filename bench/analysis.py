@@ -189,7 +189,11 @@ def cpu_table(steps: list[dict[str, Any]]) -> str:
         for s in steps:
             cpu = s["cpu_ms_per_signature"].get(name)
             rss = s["peak_rss_mb"].get(name)
-            cells.append(f"{fmt(cpu, 2)} ms, {fmt(rss)} MB")
+            wait = s.get("core_wait_share_during_load", {}).get(name)
+            cells.append(
+                f"{fmt(cpu, 2)} ms, {fmt(rss)} MB"
+                + (f", {wait:.2f} s/s" if wait is not None else "")
+            )
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return head + "\n".join(rows) + "\n"
 

@@ -4,7 +4,8 @@
   If-None-Match, as a browser would), keeping each change and when it was seen;
 - every second: the signing outbox backlog and its oldest row's age, each consumer
   group's lag on `signatures`, the messages in the SMTP sink, and the CPU seconds and
-  resident memory of every process tree (services, PostgreSQL, broker, sink, generator).
+  resident memory of every process tree (services, PostgreSQL, broker, sink, generator);
+- around each step's load: how long each tree waited for a core (`core_waits`).
 
 Consumer lag = high-water mark - committed offset, summed over partitions. On the local
 broker (Tansu) ListOffsets(latest) undercounts and a whole-group OffsetFetch is
@@ -152,6 +153,12 @@ class Monitor:
         for name, tree in self.trees.items():
             cpu[name], rss[name] = tree.sample(children)
         return cpu, rss
+
+    def core_waits(self) -> dict[str, float]:
+        """Seconds each process tree has waited for a core so far, where the kernel says."""
+        children = children_map()
+        waits = {name: tree.core_wait(children) for name, tree in self.trees.items()}
+        return {name: wait for name, wait in waits.items() if wait is not None}
 
     def count(self, slug: str) -> int:
         seen = self.counts.get(slug)

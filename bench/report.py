@@ -263,7 +263,12 @@ def render(body: dict[str, Any]) -> str:
         analysis.steps_table(body["steps"]) if body["steps"] else "(no step ran)",
     ]
     if body["steps"]:
-        lines += ["CPU ms per accepted signature, peak RSS:", "", analysis.cpu_table(body["steps"])]
+        lines += [
+            "CPU ms per accepted signature, peak RSS, and seconds a second spent waiting for a "
+            "core while the load ran:",
+            "",
+            analysis.cpu_table(body["steps"]),
+        ]
     k = body.get("knee")
     lines.append(
         f"knee: {k['rate']:,.0f}/s offered, {k['accepted_per_s']:,.0f}/s accepted "

@@ -212,11 +212,37 @@ def children_map() -> dict[int, list[int]]:
     return children
 
 
+def run_queue_wait(pid: int) -> float | None:
+    """Seconds `pid`'s threads have spent runnable but waiting for a core, so far
+    (`/proc/PID/task/TID/schedstat`, second field, in ns); None where the kernel keeps no
+    such figures (not Linux, or built without schedstats) or the process is gone.
+
+    CPU seconds say what a process did; this says how long it waited to do it. On a full
+    box a process that wants more than the scheduler's fair share of the cores waits
+    whatever its own code does, and anything it answers waits with it (measured in
+    docs/performance.md: signing's refusals over capacity).
+    """
+    total, seen = 0, False
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+        seen = True
+    return total / 1e9 if seen else None
+
+
 class ProcessTree:
     """CPU seconds and memory of a process and all its descendants, dead ones included.
 
     A child's CPU moves into its parent's `children_*` times when the parent reaps it,
     so live descendants plus every member's reaped children is the whole tree's CPU.
+    The run-queue wait (`core_wait`) covers live members only: the kernel hands no such
+    figure to the parent of a process that ended.
     """
 
     def __init__(self, pid: int) -> None:
@@ -258,3 +284,12 @@ class ProcessTree:
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         return cpu, private + shared
+
+    def core_wait(self, children: dict[int, list[int]] | None = None) -> float | None:
+        """Seconds the tree's live processes have waited for a core so far (None: unknown)."""
+        waits = [
+            run_queue_wait(p.pid)
+            for p in self._refresh(children if children is not None else children_map())
+        ]
+        known = [w for w in waits if w is not None]
+        return sum(known) if known else None

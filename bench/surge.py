@@ -215,6 +215,7 @@ class Run:
         plan = self.planner.plan(int(rate * args.seconds))
         prior = dict(self.expected)
         cpu0, _ = self.monitor.cpu_rss()
+        wait0 = self.monitor.core_waits()
         bench0 = sum(psutil.Process().cpu_times()[:2])
         t_start = time.monotonic()
         if not self.t0:
@@ -224,6 +225,7 @@ class Run:
         shed0 = await self.monitor.shed_by_reason()
         gen, result = await self.loadgen(plan, port, args.seconds, rate=rate)
         cpu_load, _ = self.monitor.cpu_rss()
+        wait_load = self.monitor.core_waits()
         shed1 = await self.monitor.shed_by_reason()
         t_load = time.monotonic()
         http = analysis.http_summary(result)
@@ -293,6 +295,13 @@ class Run:
             "cpu_ms_per_signature": cpu_ms,
             "cpu_share_during_load": {
                 n: (cpu_load[n] - cpu0[n]) / (t_load - t_start) for n in cpu_load if n in cpu0
+            },
+            # Seconds a second each process waited, runnable, for a core while the load
+            # ran: where the box, not the process, was the limit (stackrun.run_queue_wait).
+            "core_wait_share_during_load": {
+                n: (wait_load[n] - wait0[n]) / (t_load - t_start)
+                for n in wait_load
+                if n in wait0 and wait_load[n] >= wait0[n]
             },
             "peak_rss_mb": {
                 n: max(s.rss.get(n, 0) for s in window) / 2**20

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# Per-thread scheduler figures (run-queue wait), on Linux with schedstats.
+SCHEDSTAT = Path("/proc/self/schedstat")
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,6 +85,11 @@ def test_surge_bench_runs_end_to_end_and_reports_sane_figures(tmp_path: Path) ->
             assert step["cpu_ms_per_signature"][process] > 0, process
             assert step["peak_rss_mb"][process] > 0, process
         assert step["cpu_ms_per_signature"]["load generator"] > 0
+        # How long each process waited for a core, where the kernel keeps the figure.
+        waits = step["core_wait_share_during_load"]
+        if SCHEDSTAT.exists():
+            assert {"signing", "postgres", "broker"} <= set(waits), waits
+        assert all(wait >= 0 for wait in waits.values()), waits
     checks = body["checks"]
     assert checks["every_accepted_signature_counted"], checks
     assert checks["nothing_counted_that_was_not_sent"], checks
