@@ -73,17 +73,22 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
         time.sleep(0.05)
 
 
-def lower_priority(pid: int, niceness: int) -> None:
-    """Make `pid` yield the cores by `niceness` more than this process does.
+def set_priority(pid: int, niceness: int) -> None:
+    """Make `pid` yield the cores by `niceness` more than this process does (less, when
+    negative: only where this process may, see below).
 
     Set before it starts any thread or worker of its own: they inherit it. Each child is
     the leader of a session of its own, and where the kernel groups processes by session
     for scheduling (autogroup) only the group's nice value weighs between groups, so
     `set_niceness` sets that too (measured: with only the process's nice value set, the
     mailer at nice 10 still took as much of the cores as signing did;
-    docs/performance.md). The child's database pools lend it to their backends.
+    docs/performance.md). The child's database pools lend a lowered value to their
+    backends. Raising a priority takes CAP_SYS_NICE (or an RLIMIT_NICE allowing it):
+    without it the child keeps this process's, and the stack runs as before.
     """
-    set_niceness(pid, min(os.getpriority(os.PRIO_PROCESS, 0) + niceness, 19))
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    with contextlib.suppress(PermissionError):
+        set_niceness(pid, max(-20, min(current + niceness, 19)))
 
 
 class ManagedProcess:
@@ -124,7 +129,7 @@ class ManagedProcess:
             cwd=self.cwd,
         )
         if self.niceness:
-            lower_priority(self.proc.pid, self.niceness)
+            set_priority(self.proc.pid, self.niceness)
         return self
 
     @property

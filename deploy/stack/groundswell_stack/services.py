@@ -54,13 +54,21 @@ def relay_port(env: Mapping[str, str]) -> int:
 # counter): these keep niceness 0. Emails and share-link attribution can be a minute late
 # without harming anyone (10): they fall behind during the surge and catch up after it.
 # Beyond what the rest can do, signing refuses at once (503) rather than accept what
-# would only be counted late (its outbox-age and in-flight limits). docker-compose.yml
-# says the same with `cpu_shares`. The priorities only took effect once the scheduling
-# group's nice value was set too (`processes.lower_priority`), and they cover the
-# database work of the lowered services since their pools lend it to the backends that
-# serve them (`groundswell_runtime.priority`); measured each way, and with the live tier
-# niced as well, in docs/performance.md.
-PRIORITY = {"sharing": 10, "mailer": 10}
+# would only be counted late (its in-flight limit, and the outbox's age plus the
+# counter's lag). docker-compose.yml says the same with `cpu_shares`. The priorities only
+# took effect once the scheduling group's nice value was set too
+# (`processes.set_priority`), and they cover the database work of the lowered services
+# since their pools lend it to the backends that serve them
+# (`groundswell_runtime.priority`); measured each way, and with the live tier niced as
+# well, in docs/performance.md.
+#
+# Signing itself goes first (-5), where the stack may raise a priority (CAP_SYS_NICE,
+# e.g. as root; otherwise it stays at 0). Over capacity its refusals waited for a core:
+# on a full box it had its fair share and waited runnable 0.4-0.5 s every second, and
+# the 503s' p99 at 4,000/s offered was 86-158 ms; at -5 it is 14-28 ms. It is safe only
+# with admission by the counter's lag: at -5 with the outbox's age alone the counter fell
+# 15-23 s behind (docs/performance.md, 2026-12-04).
+PRIORITY = {"signing": -5, "sharing": 10, "mailer": 10}
 
 
 def service_specs(env: Mapping[str, str]) -> list[ServiceSpec]:
@@ -69,7 +77,11 @@ def service_specs(env: Mapping[str, str]) -> list[ServiceSpec]:
 
     return [
         ServiceSpec(
-            "signing", ("groundswell-signing", "serve"), "SIGNING_PORT", port("SIGNING_PORT", 8001)
+            "signing",
+            ("groundswell-signing", "serve"),
+            "SIGNING_PORT",
+            port("SIGNING_PORT", 8001),
+            PRIORITY["signing"],
         ),
         ServiceSpec(
             "signing-relay", ("groundswell-signing", "relay"), "SIGNING_RELAY_PORT", relay_port(env)

@@ -27,6 +27,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.protocol.offset import OffsetRequest
+from groundswell_runtime.consumer_lag import committed_offsets
 
 from groundswell_ops.errors import CannotConnect
 from groundswell_ops.lag import TP
@@ -180,8 +181,5 @@ class Cluster:
     async def committed(self, group: str, partitions: Iterable[TP]) -> dict[TP, int]:
         """Committed offset per named partition; -1 where the group committed nothing."""
         wanted = [TopicPartition(t, p) for t, p in partitions]
-        if not wanted:
-            return {}
-        answer = await self._admin.list_consumer_group_offsets(group, partitions=wanted)
-        found = {(tp.topic, tp.partition): meta.offset for tp, meta in answer.items()}
-        return {(tp.topic, tp.partition): found.get((tp.topic, tp.partition), -1) for tp in wanted}
+        marks = await committed_offsets(self._admin, group, wanted)
+        return {(tp.topic, tp.partition): mark for tp, mark in marks.items()}

@@ -31,10 +31,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.structs import RecordMetadata
 from groundswell_contracts.events import BaseEvent, encode_text, topic_for
 from groundswell_contracts.headers import CORRELATION_ID, EVENT_TYPE
 from prometheus_client import Counter, Gauge
 
+from groundswell_runtime.consumer_lag import PublishedOffsets
 from groundswell_runtime.correlation import current_correlation_id
 from groundswell_runtime.db import INDEX_SCANS_ONLY, TEMPORARY_DATABASE_ERRORS, Migration
 from groundswell_runtime.kafka import make_producer
@@ -253,9 +255,14 @@ def _partition(key: bytes, partitions: tuple[int, ...]) -> int:
     return int(_PARTITIONER(key, list(partitions), []))
 
 
+# A batch handed to the producer: its delivery (resolving to the broker's record metadata,
+# the batch's base offset) and how many records it holds.
+Delivery = tuple[asyncio.Future[RecordMetadata], int]
+
+
 async def send_in_batches(
     producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]
-) -> list[asyncio.Future[Any]]:
+) -> list[Delivery]:
     """Hand `rows` (in id order) to the producer as record batches, one delivery each.
 
     `producer.send` per row cost the relay a coroutine, a metadata check, a partitioner
@@ -264,11 +271,11 @@ async def send_in_batches(
     submits each with `send_batch`, the public way to do just that. Rows of a partition
     go into its batches in id order and its batches are submitted in that order, which
     the producer keeps (one request in flight per partition), so per-key order is the
-    same as before. Returns the batches' delivery futures.
+    same as before. Returns the batches' deliveries.
     """
     partitions: dict[str, tuple[int, ...]] = {}
     open_batches: dict[tuple[str, int], BatchBuilder] = {}
-    deliveries: list[asyncio.Future[Any]] = []
+    deliveries: list[Delivery] = []
     for row in rows:
         topic = row["topic"]
         if topic not in partitions:
@@ -284,12 +291,14 @@ async def send_in_batches(
         if batch is not None and batch.append(**record) is not None:
             continue
         if batch is not None:  # full: it goes, and a new one takes the record
-            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+            sent = await producer.send_batch(batch, topic, partition=partition)
+            deliveries.append((sent, batch.record_count()))
         batch = open_batches[topic, partition] = producer.create_batch()
         # An empty batch takes any one record, even one over the batch size.
         batch.append(**record)
     for (topic, partition), batch in open_batches.items():
-        deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        sent = await producer.send_batch(batch, topic, partition=partition)
+        deliveries.append((sent, batch.record_count()))
     return deliveries
 
 
@@ -305,6 +314,7 @@ class OutboxRelay:
         pass_interval: float = PASS_INTERVAL,
         producer: AIOKafkaProducer | None = None,
         prepare_broker: Callable[[], Awaitable[None]] | None = None,
+        published: PublishedOffsets | None = None,
     ) -> None:
         self._pool = pool
         self._bootstrap = bootstrap
@@ -323,6 +333,8 @@ class OutboxRelay:
         self._prepare_broker = prepare_broker
         self._broker_prepared = False
         self._last_progress = time.monotonic()
+        # Told the offsets each delivered batch took, for a consumer's lag (consumer_lag).
+        self._published = published
 
     def stalled(self) -> bool:
         """True when no pass has finished for a while: broker or database away, or stuck."""
@@ -386,7 +398,11 @@ class OutboxRelay:
             # Any failed delivery raises here and rolls the whole batch back, deletion
             # included: rows stay pending and are retried (consumers dedupe the ones that
             # did land). Committing below is what removes them.
-            await asyncio.gather(*deliveries)
+            delivered = await asyncio.gather(*(sent for sent, _ in deliveries))
+        if self._published is not None:
+            at = time.monotonic()
+            for meta, (_, count) in zip(delivered, deliveries, strict=True):
+                self._published.published(meta.topic_partition, meta.offset + count, at)
         OUTBOX_PUBLISHED.labels(self._schema).inc(len(rows))
         self._progressed()
         return len(rows)

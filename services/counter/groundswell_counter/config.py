@@ -41,6 +41,11 @@ class CounterSettings(ServiceSettings):
     batch_max_events: int = Field(500, ge=1)
     batch_max_wait_seconds: float = Field(0.05, gt=0)
     producer_linger_seconds: float = Field(0.005, ge=0)
+    # How often the consumed offsets are committed (faust's default 2.8 s). Signing reads
+    # them to tell how far behind the counter is (its admission, groundswell_runtime.
+    # consumer_lag): every commit interval is read as lag that is not there. Restarts
+    # do not depend on it (the table holds each partition's position).
+    commit_interval_seconds: float = Field(0.5, gt=0)
     # The public count (snapshots, JSON, live stream) names at most this many signer-
     # chosen `source` codes, the largest, and sums the rest under "other": signers pick
     # the code, so without a cap one petition's document could grow without bound.

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from groundswell_contracts.topics import Consumer
 from groundswell_runtime.organisation import Organisation
 from groundswell_runtime.settings import ServiceSettings
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -62,6 +63,11 @@ class SigningSettings(ServiceSettings):
     # Let in a shrinking share of new signatures while the outbox's oldest unpublished
     # row is older than this (service_layer/backlog.py); 0 turns it off.
     max_outbox_age_ms: int = Field(2_000, ge=0)
+    # ... counting, in that age, how long the signatures published wait for these
+    # consumer groups after the relay (their lag, read by the relay): a signature is
+    # fresh once counted, not once published. The mailer is not among them: a thank-you
+    # may come minutes later, a count may not. Empty: the outbox alone.
+    admission_consumers: list[str] = Field(default_factory=lambda: [Consumer.COUNTER.value])
     # How long the oldest waiting signature lets its batch gather before it is written.
     # Measured (docs/performance.md): 5 against none, alone at 1,000/s, PostgreSQL's CPU
     # a signature 0.67x and signing's 0.84x for ~4 ms more at the median; 12 against 5,

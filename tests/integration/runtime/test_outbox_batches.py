@@ -1,11 +1,12 @@
 """The outbox relay hands its rows to the broker as record batches
 (groundswell_runtime.outbox.send_in_batches): same partitions as `producer.send`, same
 per-key order, every header, full batches followed by new ones, a record over the batch
-size delivered whole."""
+size delivered whole, and the offsets each batch took."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from typing import Any
@@ -67,7 +68,7 @@ async def test_rows_go_where_send_puts_their_key_in_order_with_their_headers(
         sent = [await (await producer.send(single, b"-", key=k.encode())) for k in KEYS]
         partition_of = {k: meta.partition for k, meta in zip(KEYS, sent, strict=True)}
         deliveries = await send_in_batches(producer, rows)
-        await asyncio.gather(*deliveries)
+        delivered = await asyncio.gather(*(sent for sent, _ in deliveries))
     finally:
         await producer.stop()
     used = {partition_of[k] for k in KEYS}
@@ -89,3 +90,17 @@ async def test_rows_go_where_send_puts_their_key_in_order_with_their_headers(
     for key, numbers in seen.items():
         assert numbers == sorted(numbers), key
         assert numbers == [n for n in range(300) if KEYS[n % len(KEYS)] == key]
+    # Each batch's acknowledged base offset and record count give the offsets it took
+    # (what a consumer's lag is measured against, groundswell_runtime.consumer_lag): per
+    # partition the batches follow one another from 0, and end where its records do.
+    offsets = {r.partition: [] for r in records}
+    for r in records:
+        offsets[r.partition].append(r.offset)
+    taken: dict[int, list[tuple[int, int]]] = {}
+    for meta, (_, count) in zip(delivered, deliveries, strict=True):
+        taken.setdefault(meta.partition, []).append((meta.offset, meta.offset + count))
+    for partition, spans in taken.items():
+        spans.sort()
+        assert spans[0][0] == 0
+        assert all(end == start for (_, end), (start, _) in itertools.pairwise(spans))
+        assert spans[-1][1] == max(offsets[partition]) + 1 == len(offsets[partition])

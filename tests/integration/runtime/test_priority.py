@@ -51,10 +51,10 @@ async def test_backends_serve_a_lowered_process_at_its_priority_and_others_at_th
             pytest.skip("the database runs as another user, whose backends we may not lower")
         own = os.getpriority(os.PRIO_PROCESS, 0)
         assert own <= 14, "the test process is already lowered too far to tell"
-        # A backend starts at its postmaster's priority and keeps it for a client that is
-        # not lowered (a lowered test run lends its own).
+        # A backend starts at its postmaster's priority and keeps it for a client
+        # whose priority is 0 (a test run at another one lends its own).
         postmaster = int(Path(f"/proc/{row['pid']}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        expected = own if own > 0 else os.getpriority(os.PRIO_PROCESS, postmaster)
+        expected = own if own != 0 else os.getpriority(os.PRIO_PROCESS, postmaster)
         assert _niceness(row["pid"])[0] == expected
 
         child = await asyncio.create_subprocess_exec(

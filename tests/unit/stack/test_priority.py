@@ -10,10 +10,29 @@ from groundswell_stack.processes import ManagedProcess
 from groundswell_stack.services import PRIORITY, service_specs
 
 
-def test_the_mailer_and_sharing_yield_the_cores_and_the_rest_do_not() -> None:
+def test_the_mailer_and_sharing_yield_the_cores_and_signing_goes_first() -> None:
     niceness = {spec.name: spec.niceness for spec in service_specs({})}
     assert niceness["mailer"] == niceness["sharing"] == PRIORITY["mailer"] > 0
-    assert niceness["signing"] == niceness["signing-relay"] == niceness["counter"] == 0
+    assert niceness["signing-relay"] == niceness["counter"] == 0
+    assert niceness["signing"] == PRIORITY["signing"] < 0
+
+
+def test_a_raised_priority_is_taken_where_permitted_and_never_an_error() -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    process = ManagedProcess(
+        "sleeper", [sys.executable, "-c", "import time; time.sleep(30)"], niceness=-5
+    ).start()
+    try:
+        got = os.getpriority(os.PRIO_PROCESS, process.pid)
+        try:
+            os.setpriority(os.PRIO_PROCESS, os.getpid(), own - 1)
+        except PermissionError:  # not permitted here: the child kept ours
+            assert got == own
+        else:
+            os.setpriority(os.PRIO_PROCESS, os.getpid(), own)
+            assert got == max(own - 5, -20)
+    finally:
+        process.stop()
 
 
 def test_a_process_starts_with_its_niceness_and_so_does_its_scheduling_group() -> None:

@@ -78,6 +78,7 @@ class CounterWorker:
             # faust_transport), and a few ms of linger turns thousands of one-record
             # produce requests into a few: send() was a fifth of the worker's time.
             producer_linger=settings.producer_linger_seconds,
+            broker_commit_interval=settings.commit_interval_seconds,
             # Our own HTTP server runs in this loop; faust's would fight for a port.
             web_enabled=False,
         )

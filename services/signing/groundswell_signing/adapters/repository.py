@@ -82,6 +82,40 @@ async def prune_rate_counters(pool: asyncpg.Pool, now: int) -> int:
     return int(status.split()[-1])
 
 
+# A lag written this long ago or more is not believed: its relay stopped writing.
+CONSUMER_LAG_FRESH_SECONDS = 3
+
+
+async def record_consumer_lag(pool: asyncpg.Pool, consumer: str, seconds: float | None) -> None:
+    """The relay's latest reading of `consumer`'s lag (None: cannot tell). Not waited for
+    on disk: a reading lost in a crash is replaced within a second."""
+    await pool.execute(
+        'INSERT INTO "signing".consumer_lag (consumer, seconds, measured_at) '
+        "SELECT $1, $2, clock_timestamp() "
+        "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed "
+        "ON CONFLICT (consumer) DO UPDATE "
+        "SET seconds = excluded.seconds, measured_at = excluded.measured_at",
+        consumer,
+        seconds,
+    )
+
+
+async def read_backlog(conn: asyncpg.Connection) -> tuple[int | None, float, float]:
+    """(the oldest unpublished outbox row's id, its age in seconds, the worst fresh lag of
+    the watched consumers in seconds), both 0 when there is nothing; one round trip."""
+    row = await conn.fetchrow(
+        "SELECT oldest.id, "
+        "coalesce(extract(epoch FROM clock_timestamp() - oldest.created_at)::float8, 0) AS age, "
+        "(SELECT coalesce(max(seconds), 0) FROM signing.consumer_lag "
+        f" WHERE measured_at > clock_timestamp() - interval '{CONSUMER_LAG_FRESH_SECONDS} s') "
+        "AS lag "
+        "FROM (SELECT 1) AS one LEFT JOIN LATERAL "
+        "(SELECT id, created_at FROM signing.outbox ORDER BY id LIMIT 1) AS oldest ON true"
+    )
+    assert row is not None
+    return row["id"], float(row["age"]), float(row["lag"])
+
+
 # The columns an attempt's row (a dict) gives, those of the record type
 # `signature_attempt` (migration 010); the table's defaults fill the others.
 SIGNATURE_COLUMNS = (

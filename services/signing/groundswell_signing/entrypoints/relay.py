@@ -17,6 +17,11 @@ Where it runs is chosen by `SIGNING_RELAY_MODE`:
 Both may run at once (during a switch-over, or several `serve` workers): only one relay
 publishes at a time (the outbox's advisory lock), so nothing is published twice by them.
 
+Beside publishing, the relay watches how far behind the counter is after it
+(`SIGNING_ADMISSION_CONSUMERS`, groundswell_runtime.consumer_lag) and writes it into
+signing's database, where `serve`'s admission reads it with the outbox's age
+(service_layer/backlog.py).
+
 The relay process answers `/livez`, `/readyz` (database reachable, broker reachable, a
 pass finished within `groundswell_runtime.outbox.STALL_SECONDS`) and `/metrics` on
 `SIGNING_RELAY_PORT`.
@@ -24,17 +29,19 @@ pass finished within `groundswell_runtime.outbox.STALL_SECONDS`) and `/metrics` 
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import asyncpg
 from fastapi import FastAPI
+from groundswell_runtime.consumer_lag import ConsumerLagWatch, PublishedOffsets
 from groundswell_runtime.kafka import ensure_topics
 from groundswell_runtime.outbox import OutboxRelay
 from groundswell_runtime.service import Service, service_app
 from groundswell_runtime.serving import serve
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from groundswell_signing.adapters.repository import SCHEMA
+from groundswell_signing.adapters.repository import SCHEMA, record_consumer_lag
 from groundswell_signing.config import SigningSettings
 from groundswell_signing.migrations import MIGRATIONS
 
@@ -51,7 +58,30 @@ class RelaySettings(BaseSettings):
     port: int = 8005
 
 
-def new_relay(pool: asyncpg.Pool, settings: SigningSettings) -> OutboxRelay:
+# Connections a relay's pool needs: the LISTEN one, the one a pass publishes on, and one
+# for the consumers' lag.
+RELAY_POOL_SIZE = 3
+
+
+def add_relay(service: Service, pool: asyncpg.Pool, settings: SigningSettings) -> OutboxRelay:
+    """The signing outbox's relay as `service`'s loop, and the watch of each admission
+    consumer's lag beside it."""
+    published = PublishedOffsets()
+    relay = service.add_relay(new_relay(pool, settings, published))
+    for consumer in settings.admission_consumers:
+        watch = ConsumerLagWatch(
+            settings.kafka_bootstrap_servers,
+            consumer,
+            published,
+            functools.partial(record_consumer_lag, pool, consumer),
+        )
+        service.add_loop(f"consumer-lag-{consumer}", watch.run)
+    return relay
+
+
+def new_relay(
+    pool: asyncpg.Pool, settings: SigningSettings, published: PublishedOffsets | None = None
+) -> OutboxRelay:
     """The signing outbox's relay, creating the topics before its first publish."""
 
     async def create_topics() -> None:
@@ -66,6 +96,7 @@ def new_relay(pool: asyncpg.Pool, settings: SigningSettings) -> OutboxRelay:
         SCHEMA,
         settings.kafka_bootstrap_servers,
         prepare_broker=create_topics,
+        published=published,
     )
 
 
@@ -78,12 +109,14 @@ class RelayService(Service):
     creates_topics = False
 
     def __init__(self, settings: SigningSettings) -> None:
-        # Two connections: the LISTEN one and the one a pass publishes on.
-        super().__init__(settings, schema=SCHEMA, migrations=MIGRATIONS, pool_max=3)
+        # Its own connections, and one for the scaffold's readiness checks.
+        super().__init__(
+            settings, schema=SCHEMA, migrations=MIGRATIONS, pool_max=RELAY_POOL_SIZE + 1
+        )
         self.settings: SigningSettings = settings
 
     async def setup(self) -> None:
-        self.add_relay(new_relay(self.pool, self.settings))
+        add_relay(self, self.pool, self.settings)
 
 
 def create_relay_app(settings: SigningSettings) -> FastAPI:

@@ -11,19 +11,30 @@ with Retry-After, nothing recorded) keeps what is accepted fresh, and the client
 back when the backlog has drained.
 
 `OutboxBacklog` reads the oldest unpublished row a few times a second (one index probe
-on the outbox's key). While the relay is moving (the oldest row changed within
-`STALLED_AFTER` seconds) it lets in a *share* of new signatures (`Admission`): cut by a
-fifth at each reading that finds the oldest row older than the limit, grown back a
-little at each reading under half of it. Refusing everything while behind, as it first
-did, made the stack swing (measured at 1,000/s: the relay caught up as soon as signing
-stopped taking in, signing let everything in again, the outbox aged past the limit
-within seconds, and only 375 signatures a second got in); the share instead settles
-near what the relay and the consumers pass on, the rest being refused at once.
+on the outbox's key, in the round trip that reads the counter's lag below). While the
+relay is moving (the oldest row changed within `STALLED_AFTER` seconds) it lets in a
+*share* of new signatures (`Admission`): cut by a fifth at each reading that finds the
+oldest row older than the limit, grown back a little at each reading under half of it.
+Refusing everything while behind, as it first did, made the stack swing (measured at
+1,000/s: the relay caught up as soon as signing stopped taking in, signing let
+everything in again, the outbox aged past the limit within seconds, and only 375
+signatures a second got in); the share instead settles near what the relay and the
+consumers pass on, the rest being refused at once.
+
+The outbox is only the first wait. Once signing ran ahead of the rest on the cores
+(docs/performance.md, 2026-12-04), the relay kept the outbox short while the counter
+fell 15-23 s behind at 4,000 signatures/s offered, and admission saw nothing wrong. So
+the reading also holds the counter's lag after the relay (the age of the oldest
+published signature it has not committed, groundswell_runtime.consumer_lag, written
+into signing's database by the relay), and the share follows the sum: how long a
+signature accepted now would wait to be counted.
 
 A relay that is not moving at all means the broker (or the relay) is away: then signing
 lets everything in, as it always has, since the outbox holds every signature durably
 until the broker is back (docs/operations.md); shedding would turn a broker outage into
-a signing outage. If the database cannot be read it forgets what it saw rather than
+a signing outage. (The counter's lag still counts then: the relay reads it apart from
+publishing, and reports none when the counter itself is not moving, for the same
+reason.) If the database cannot be read it forgets what it saw rather than
 shed on stale figures (the writer itself refuses while the database is away).
 """
 
@@ -35,7 +46,7 @@ import time
 
 import asyncpg
 
-from groundswell_signing.adapters.repository import SCHEMA
+from groundswell_signing.adapters.repository import read_backlog
 
 # The relay passes every second when idle and continuously under load: an oldest row that
 # has not changed for this long means it is not publishing.
@@ -57,12 +68,22 @@ class Admission:
         self.limit = limit
         self.share = 1.0
 
-    def observe(self, age: float, since_moved: float) -> None:
-        if self.limit <= 0 or since_moved >= STALLED_AFTER:
-            self.share = 1.0  # turned off, or the relay is not publishing at all
-        elif age > self.limit:
+    def observe(self, age: float, since_moved: float, lag: float = 0.0) -> None:
+        """`age`: the outbox's oldest row; `since_moved`: since the relay was last seen
+        publishing; `lag`: how long the published signatures wait for the counter."""
+        if self.limit <= 0:
+            self.share = 1.0
+            return
+        if since_moved >= STALLED_AFTER:
+            # The relay is not publishing at all: the outbox's age says nothing of load.
+            if lag <= self.limit:
+                self.share = 1.0
+                return
+            age = 0.0
+        waiting = age + lag
+        if waiting > self.limit:
             self.share = max(MIN_SHARE, self.share * DECREASE)
-        elif age < self.limit / 2:
+        elif waiting < self.limit / 2:
             self.share = min(1.0, self.share + INCREASE)
 
     def admits(self, draw: float) -> bool:
@@ -76,6 +97,7 @@ class OutboxBacklog:
         self._interval = interval
         self.admission = Admission(limit)
         self.age = 0.0
+        self.lag = 0.0
         self._oldest: int | None = None
         self._moved_at = -STALLED_AFTER  # not seen moving yet
 
@@ -88,19 +110,15 @@ class OutboxBacklog:
         try:
             while True:
                 async with self._pool.acquire() as conn:
-                    row = await conn.fetchrow(
-                        "SELECT id, extract(epoch FROM clock_timestamp() - created_at)::float8 "
-                        f'AS age FROM "{SCHEMA}".outbox ORDER BY id LIMIT 1'
-                    )
-                oldest = row["id"] if row else None
+                    oldest, age, lag = await read_backlog(conn)
                 # Moving: the row that was oldest has left (been published). Rows arriving
                 # in an empty outbox say nothing about the relay.
                 if self._oldest is not None and oldest != self._oldest:
                     self._moved_at = time.monotonic()
                 self._oldest = oldest
-                self.age = float(row["age"]) if row else 0.0
-                self.admission.observe(self.age, time.monotonic() - self._moved_at)
+                self.age, self.lag = age, lag
+                self.admission.observe(age, time.monotonic() - self._moved_at, lag)
                 await asyncio.sleep(self._interval)
         finally:
-            self.age = 0.0
+            self.age = self.lag = 0.0
             self.admission.share = 1.0

@@ -30,7 +30,7 @@ from groundswell_signing.entrypoints.http.fast_sign import install_fast_sign
 from groundswell_signing.entrypoints.http.limits import BodySizeLimit
 from groundswell_signing.entrypoints.http.security import SecurityHeaders, UnexpectedErrors
 from groundswell_signing.entrypoints.http.shedding import InFlight, ShedWhenBusy
-from groundswell_signing.entrypoints.relay import RelaySettings, new_relay
+from groundswell_signing.entrypoints.relay import RELAY_POOL_SIZE, RelaySettings, add_relay
 from groundswell_signing.migrations import MIGRATIONS
 from groundswell_signing.service_layer.backlog import OutboxBacklog
 from groundswell_signing.service_layer.group_commit import ShedReason, SignatureWriter
@@ -100,9 +100,11 @@ class SigningService(Service):
             # On connections of its own, so requests cannot take the relay's; "separate"
             # leaves it to `groundswell-signing relay`, a process whose CPU share the
             # request load cannot take (relay.py).
-            relay_pool = await create_pool(settings.database_url, min_size=2, max_size=2)
+            relay_pool = await create_pool(
+                settings.database_url, min_size=2, max_size=RELAY_POOL_SIZE
+            )
             self.on_stop(lambda: close_pool(relay_pool))
-            self.relay = self.add_relay(new_relay(relay_pool, settings))
+            self.relay = add_relay(self, relay_pool, settings)
         # The writer's statements on connections of their own, planned for them.
         writer_pool = await create_pool(
             settings.database_url,

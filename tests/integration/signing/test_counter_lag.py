@@ -1,0 +1,98 @@
+"""Signing refuses new signatures while the ones it accepted wait for the counter
+(service_layer/backlog.py): the relay reads the watched group's committed offsets on the
+real broker, against the offsets its own batches took (groundswell_runtime.consumer_lag),
+and writes the lag into signing's database, where admission reads it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+from groundswell_contracts.topics import Topic
+
+from .conftest import SettingsFactory, start_harness
+
+
+async def _commit(bootstrap: str, group: str, marks: dict[TopicPartition, int]) -> None:
+    """Commit `marks` for `group` as its consumer would (without joining it)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(marks))
+        await consumer.commit({tp: OffsetAndMetadata(mark, "") for tp, mark in marks.items()})
+    finally:
+        await consumer.stop()
+
+
+async def test_signing_sheds_while_the_counter_is_behind(signing_settings: SettingsFactory) -> None:
+    group = f"counter-{uuid.uuid4().hex[:8]}"
+    settings = signing_settings(admission_consumers=[group], max_outbox_age_ms=400)
+    tps = [TopicPartition(Topic.SIGNATURES, p) for p in range(settings.kafka_topic_partitions)]
+
+    def body(n: int) -> dict[str, object]:
+        return {
+            "name": "Lag Tester",
+            "email": f"lag.{n}@example.org",
+            "postcode": "OX1 2JD",
+            "contact_consent": True,
+        }
+
+    async for harness in start_harness(settings):
+        petition = await harness.create_petition(requires_confirmation=False)
+        url = f"/api/petitions/{petition['slug']}/signatures"
+        for n in range(8):
+            assert (await harness.client.post(url, json=body(n))).status_code == 202
+        async with asyncio.timeout(10):  # published
+            while await harness.pool.fetchval("SELECT count(*) FROM signing.outbox"):
+                await asyncio.sleep(0.1)
+        # A group that has committed nothing is not counted: no lag, nothing refused.
+        await asyncio.sleep(0.6)
+        assert await _lag(harness.pool, group) == 0.0
+        # The group starts from the beginning of every partition and stays there: what
+        # this relay published waits for it, longer and longer.
+        await _commit(settings.kafka_bootstrap_servers, group, dict.fromkeys(tps, 0))
+        refused = None
+        async with asyncio.timeout(4):  # within STALLED_AFTER: it counts as moving
+            for n in range(8, 200):
+                answer = await harness.client.post(url, json=body(n))
+                if answer.status_code == 503:
+                    refused = answer
+                    break
+                assert answer.status_code == 202, answer.text
+                await asyncio.sleep(0.05)
+        assert refused is not None, "never shed although the counter fell behind"
+        assert refused.headers["retry-after"]
+        assert (await _lag(harness.pool, group)) > 0.4
+        # Caught up: no lag.
+        ends = await _ends(settings.kafka_bootstrap_servers, tps)
+        await _commit(settings.kafka_bootstrap_servers, group, ends)
+        async with asyncio.timeout(5):
+            while await _lag(harness.pool, group) != 0.0:
+                await asyncio.sleep(0.1)
+
+
+async def _lag(pool: object, group: str) -> float | None:
+    return await pool.fetchval(  # type: ignore[attr-defined, no-any-return]
+        "SELECT seconds FROM signing.consumer_lag WHERE consumer = $1", group
+    )
+
+
+async def _ends(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """High-water marks from a Fetch (the local broker's ListOffsets undercounts)."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await reader.start()
+    try:
+        reader.assign(tps)
+        await reader.seek_to_end(*tps)
+        for tp in tps:
+            reader.seek(tp, max(await reader.position(tp) - 1, 0))
+        async with asyncio.timeout(10):
+            while any(reader.highwater(tp) is None for tp in tps):
+                await reader.getmany(timeout_ms=200)
+        return {tp: reader.highwater(tp) or 0 for tp in tps}
+    finally:
+        await reader.stop()
