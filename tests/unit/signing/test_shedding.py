@@ -73,7 +73,7 @@ async def test_signing_requests_are_refused_before_the_app_sees_them() -> None:
     writer = stuck_writer(max_queue=1, max_queue_age=60)
     guard = ShedWhenBusy(
         app,
-        overloaded=lambda: ShedReason.WRITER_QUEUE if writer.overloaded() else None,
+        overloaded=lambda _scope: ShedReason.WRITER_QUEUE if writer.overloaded() else None,
         in_flight=InFlight(64),
     )
     before = shed(ShedReason.WRITER_QUEUE)
@@ -104,7 +104,7 @@ async def test_a_process_holding_its_limit_of_requests_refuses_the_next() -> Non
     in_flight = InFlight(2)
     guard = ShedWhenBusy(
         app,
-        overloaded=lambda: ShedReason.IN_FLIGHT if in_flight.full else None,
+        overloaded=lambda _scope: ShedReason.IN_FLIGHT if in_flight.full else None,
         in_flight=in_flight,
     )
     async with httpx.AsyncClient(
@@ -142,8 +142,15 @@ async def test_the_service_names_the_first_rule_that_refuses() -> None:
     assert service.saturated() is None and service.overloaded() is None
 
     service.backlog = _Backlog(behind=True)  # type: ignore[assignment]
-    assert service.saturated() is None  # the door does not draw the outbox's share
+    assert service.saturated() is None
     assert service.overloaded() is ShedReason.OUTBOX_BACKLOG
+    # A request the share let in (its draw done at the door) is not drawn for again.
+    scope: dict[str, object] = {}
+    service.backlog = _Backlog(behind=False)  # type: ignore[assignment]
+    assert service.overloaded(scope) is None
+    service.backlog = _Backlog(behind=True)  # type: ignore[assignment]
+    assert service.overloaded(scope) is None
+    assert service.overloaded({}) is ShedReason.OUTBOX_BACKLOG
 
     service.writer._queue.append(attempt())  # the writer's queue at its limit
     assert service.overloaded() is ShedReason.WRITER_QUEUE

@@ -16,6 +16,7 @@ from groundswell_runtime.logging import configure_logging
 from groundswell_runtime.loop_lag import LoopLag
 from groundswell_runtime.outbox import OutboxRelay, RelayWakeup
 from groundswell_runtime.service import Service, service_app
+from starlette.types import Scope
 
 from groundswell_signing.adapters.repository import (
     SCHEMA,
@@ -29,7 +30,7 @@ from groundswell_signing.entrypoints.http.errors import install_error_handlers
 from groundswell_signing.entrypoints.http.fast_sign import install_fast_sign
 from groundswell_signing.entrypoints.http.limits import BodySizeLimit
 from groundswell_signing.entrypoints.http.security import SecurityHeaders, UnexpectedErrors
-from groundswell_signing.entrypoints.http.shedding import InFlight, ShedWhenBusy
+from groundswell_signing.entrypoints.http.shedding import ADMITTED, InFlight, ShedWhenBusy
 from groundswell_signing.entrypoints.relay import RELAY_POOL_SIZE, RelaySettings, add_relay
 from groundswell_signing.migrations import MIGRATIONS
 from groundswell_signing.service_layer.backlog import OutboxBacklog
@@ -158,11 +159,22 @@ class SigningService(Service):
             return ShedReason.WRITER_QUEUE
         return None
 
-    def overloaded(self) -> ShedReason | None:
-        """Why this request is over capacity, or None: saturated, or the outbox is behind
-        and this request falls in the share refused (a random draw: asked once per
-        request)."""
-        return self.saturated() or (ShedReason.OUTBOX_BACKLOG if self.backlog.behind() else None)
+    def overloaded(self, scope: Scope | None = None) -> ShedReason | None:
+        """Why this request is over capacity, or None: saturated, or the stack is behind
+        (the outbox and the counter) and this request falls in the share refused.
+
+        The share is a random draw, so one per request: a request it lets in is marked
+        in its `scope` (`ADMITTED`), and asked again later (the server's door first, then
+        the lean path or the route) only the saturation is checked."""
+        if reason := self.saturated():
+            return reason
+        if scope is not None and scope.get(ADMITTED):
+            return None
+        if self.backlog.behind():
+            return ShedReason.OUTBOX_BACKLOG
+        if scope is not None:
+            scope[ADMITTED] = True
+        return None
 
 
 def create_app(settings: SigningSettings) -> FastAPI:

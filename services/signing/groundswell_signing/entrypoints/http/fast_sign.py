@@ -75,7 +75,7 @@ class FastSign:
             return
         app: FastAPI = scope["app"]
         service = app.state.service
-        if reason := service.overloaded():
+        if reason := service.overloaded(scope):
             await self._refuse(send, reason)
             return
         body = await _read_body(receive)
@@ -181,9 +181,11 @@ class FastSign:
 
 
 def signing_door(app: FastAPI, max_body_bytes: int) -> Door:
-    """While the process is saturated, the lean path's refusal for the requests it would
-    take, answered by the server before the app is called. The outbox's share refused
-    is drawn by the lean path alone, once per request."""
+    """While the process is saturated or the stack behind, the lean path's refusal for
+    the requests it would take, answered by the server before the app is called (the
+    share refused while behind is drawn here, once per request: `overloaded`). Measured
+    (docs/performance.md, 2026-12-04): at 4,000/s offered most refusals are the
+    share's; drawn by the lean path, each cost a task and the app's call."""
 
     def door(scope: Scope) -> list[Message] | None:
         if scope["method"] != "POST" or PATH.match(scope["path"]) is None:
@@ -191,7 +193,7 @@ def signing_door(app: FastAPI, max_body_bytes: int) -> Door:
         service = getattr(app.state, "service", None)  # None until the app has started
         if service is None or not _plain(scope["headers"], max_body_bytes):
             return None
-        reason = service.saturated()
+        reason = service.overloaded(scope)
         if reason is None:
             return None
         return [with_security_headers(message) for message in refusal(reason)]

@@ -76,9 +76,17 @@ class InFlight:
             self.count -= 1
 
 
+# Set in a signing request's scope once its draw against the share let in (backlog.py)
+# has let it in, so that no later layer draws for it again.
+ADMITTED = "groundswell.signing.admitted"
+
+
 class ShedWhenBusy:
     def __init__(
-        self, app: ASGIApp, overloaded: Callable[[], ShedReason | None], in_flight: InFlight
+        self,
+        app: ASGIApp,
+        overloaded: Callable[[Scope], ShedReason | None],
+        in_flight: InFlight,
     ) -> None:
         self.app = app
         self.overloaded = overloaded
@@ -91,7 +99,7 @@ class ShedWhenBusy:
             and SIGNING_PATH.match(scope["path"])
         ):
             await self.app(scope, receive, send)
-        elif reason := self.overloaded():
+        elif reason := self.overloaded(scope):
             await refuse(send, reason)
         else:
             with self.in_flight.held():
