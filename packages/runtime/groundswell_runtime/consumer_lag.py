@@ -13,13 +13,14 @@ What it is for: signing refuses new signatures while what it already accepted wa
 waiting; this says how long the counter does after them. Measured (docs/performance.md,
 2026-12-04): with signing ahead of the rest on the cores, admission by the outbox alone
 let the counter fall 15-23 s behind at 4,000 signatures/s offered; with this lag added,
-3.3-4.5 s.
+2.5-3.0 s (freshness p99).
 
 Read with care:
 - a group commits every so often (the counter every 0.5 s), so the figure includes up
   to that much that is already processed;
 - only what this relay published since it started is known: older records a group has
-  not reached are not seen, and a group that has committed nothing is not counted;
+  not reached are not seen, and where a group has committed nothing (a topic it does
+  not read) nothing is counted or kept;
 - a group that is not moving at all (its committed offsets unchanged for `STALLED_AFTER`
   while behind) is away, not slow: `lag` is then None, as a relay that cannot publish
   makes the outbox's age say nothing. Shedding signatures because the counter is down
@@ -34,13 +35,10 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-import structlog
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import Gauge
-
-log = structlog.get_logger()
 
 CONSUMER_LAG = Gauge(
     "groundswell_consumer_lag_seconds",
@@ -88,6 +86,7 @@ class PublishedOffsets:
         for tp, batches in self._batches.items():
             mark = committed.get(tp, -1)
             if mark < 0:
+                batches.clear()  # not read by this group: nothing to keep
                 continue
             while batches and batches[0][0] <= mark:
                 batches.popleft()

@@ -77,7 +77,7 @@ async def test_signing_sheds_while_the_counter_is_behind(signing_settings: Setti
 
 async def _lag(pool: object, group: str) -> float | None:
     return await pool.fetchval(  # type: ignore[attr-defined, no-any-return]
-        "SELECT seconds FROM signing.consumer_lag WHERE consumer = $1", group
+        "SELECT max(seconds) FROM signing.consumer_lag WHERE consumer = $1", group
     )
 
 

@@ -25,7 +25,9 @@ def test_partitions_the_group_never_committed_are_not_counted() -> None:
     published.published(A, 10, at=100.0)
     published.published(B, 10, at=100.0)
     assert published.lag({A: 10, B: -1}, now=105.0) == 0.0
-    assert published.lag({A: 10}, now=105.0) == 0.0
+    # ... nor kept: B's batches were let go, and a later commit finds only newer ones.
+    published.published(B, 20, at=106.0)
+    assert published.lag({A: 10, B: 0}, now=107.0) == 1.0
 
 
 def test_a_group_behind_that_stops_committing_is_away_not_slow() -> None:

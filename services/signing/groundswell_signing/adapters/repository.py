@@ -86,23 +86,30 @@ async def prune_rate_counters(pool: asyncpg.Pool, now: int) -> int:
 CONSUMER_LAG_FRESH_SECONDS = 3
 
 
-async def record_consumer_lag(pool: asyncpg.Pool, consumer: str, seconds: float | None) -> None:
-    """The relay's latest reading of `consumer`'s lag (None: cannot tell). Not waited for
-    on disk: a reading lost in a crash is replaced within a second."""
+async def record_consumer_lag(
+    pool: asyncpg.Pool, consumer: str, relay: str, seconds: float | None
+) -> None:
+    """`relay`'s latest reading of `consumer`'s lag (None: cannot tell), and the rows of
+    relays that stopped writing a minute ago gone. Not waited for on disk: a reading lost
+    in a crash is replaced within a second."""
     await pool.execute(
-        'INSERT INTO "signing".consumer_lag (consumer, seconds, measured_at) '
-        "SELECT $1, $2, clock_timestamp() "
+        "WITH gone AS (DELETE FROM signing.consumer_lag "
+        " WHERE measured_at < clock_timestamp() - interval '1 minute') "
+        "INSERT INTO signing.consumer_lag (consumer, relay, seconds, measured_at) "
+        "SELECT $1, $2, $3, clock_timestamp() "
         "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed "
-        "ON CONFLICT (consumer) DO UPDATE "
+        "ON CONFLICT (consumer, relay) DO UPDATE "
         "SET seconds = excluded.seconds, measured_at = excluded.measured_at",
         consumer,
+        relay,
         seconds,
     )
 
 
 async def read_backlog(conn: asyncpg.Connection) -> tuple[int | None, float, float]:
-    """(the oldest unpublished outbox row's id, its age in seconds, the worst fresh lag of
-    the watched consumers in seconds), both 0 when there is nothing; one round trip."""
+    """(the oldest unpublished outbox row's id, its age in seconds, the worst recent lag
+    any relay read of the watched consumers, in seconds), both 0 when there is nothing;
+    one round trip."""
     row = await conn.fetchrow(
         "SELECT oldest.id, "
         "coalesce(extract(epoch FROM clock_timestamp() - oldest.created_at)::float8, 0) AS age, "

@@ -30,6 +30,7 @@ pass finished within `groundswell_runtime.outbox.STALL_SECONDS`) and `/metrics` 
 from __future__ import annotations
 
 import functools
+import uuid
 from typing import Literal
 
 import asyncpg
@@ -68,12 +69,13 @@ def add_relay(service: Service, pool: asyncpg.Pool, settings: SigningSettings) -
     consumer's lag beside it."""
     published = PublishedOffsets()
     relay = service.add_relay(new_relay(pool, settings, published))
+    name = uuid.uuid4().hex[:12]  # this relay's row (several may take turns publishing)
     for consumer in settings.admission_consumers:
         watch = ConsumerLagWatch(
             settings.kafka_bootstrap_servers,
             consumer,
             published,
-            functools.partial(record_consumer_lag, pool, consumer),
+            functools.partial(record_consumer_lag, pool, consumer, name),
         )
         service.add_loop(f"consumer-lag-{consumer}", watch.run)
     return relay
