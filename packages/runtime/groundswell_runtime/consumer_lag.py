@@ -48,6 +48,9 @@ CONSUMER_LAG = Gauge(
 
 # A group behind and not committing for this long is away (stopped, rebalancing for good).
 STALLED_AFTER = 5.0
+# An unchanged reading (0 while idle, mostly) is reported again only this often: enough
+# for a reader that believes readings for a few seconds, and no write 4 times a second.
+REPORT_UNCHANGED_EVERY = 1.0
 # Batches remembered per partition: ~10 passes a second, so minutes of them. A group
 # further behind than that is read from the oldest one kept (it is far behind either way).
 KEPT_BATCHES = 10_000
@@ -134,6 +137,7 @@ class ConsumerLagWatch:
         admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=2000)
         try:
             await admin.start()
+            reported: tuple[float | None, float] | None = None  # (lag, when)
             while True:
                 lag: float | None = None
                 partitions = self._published.partitions
@@ -142,7 +146,14 @@ class ConsumerLagWatch:
                         marks = await committed_offsets(admin, self.group, partitions)
                     lag = self._published.lag(marks, time.monotonic())
                 CONSUMER_LAG.labels(self.group).set(lag or 0.0)
-                await self._report(lag)
+                now = time.monotonic()
+                if (
+                    reported is None
+                    or reported[0] != lag
+                    or now - reported[1] >= REPORT_UNCHANGED_EVERY
+                ):
+                    await self._report(lag)
+                    reported = (lag, now)
                 await asyncio.sleep(self._interval)
         finally:
             with contextlib.suppress(Exception):
