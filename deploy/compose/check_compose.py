@@ -13,7 +13,8 @@ what the stack promises:
   ps/logs/down` work without it, and reaches only the services that use it, which check it;
 - the one-shot `seed` service waits for a healthy signing and does not restart;
 - one PostgreSQL major version: compose's image and the stack's test container are 15, the
-  version `make up` and the tests run;
+  version `make up` and the tests run; compose's server runs with the settings `make up`
+  gives its own (`groundswell_stack.postgres.SERVER_SETTINGS`);
 - every published port is on 127.0.0.1 by default; kafka-ui and Grafana ask for a login;
   the monitoring files the stack mounts exist.
 
@@ -26,6 +27,7 @@ maintained Python library implements it, and docker-compose 1.x, which did, is e
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from collections.abc import Iterator, Mapping
@@ -34,6 +36,7 @@ from typing import Any
 
 import yaml
 from dockerfile_parse import DockerfileParser
+from groundswell_stack.postgres import SERVER_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = "deploy/docker/Dockerfile"
@@ -250,6 +253,21 @@ def check_postgres_major(services: Mapping[str, Any], root: Path) -> Iterator[st
             yield f"{infra.relative_to(root)} uses postgres:{other}, compose {POSTGRES_MAJOR}"
 
 
+def check_postgres_settings(services: Mapping[str, Any]) -> Iterator[str]:
+    command = (services.get("postgres") or {}).get("command") or []
+    if isinstance(command, str):
+        command = command.split()
+    given = {
+        name: value
+        for flag, setting in itertools.pairwise(command)
+        if flag == "-c"
+        for name, _, value in [setting.partition("=")]
+    }
+    for name, value in SERVER_SETTINGS.items():
+        if given.get(name) != value:
+            yield f"postgres: command lacks -c {name}={value} (the stack's SERVER_SETTINGS)"
+
+
 def check_exposure(services: Mapping[str, Any], root: Path) -> Iterator[str]:
     # Published ports: on 127.0.0.1 unless the operator says otherwise (PUBLISH_ADDRESS).
     for name, service in services.items():
@@ -291,6 +309,7 @@ def check(compose_file: Path, root: Path = ROOT) -> list[str]:
         *check_admin_token(compose_file, env),
         *check_required_secrets(compose_file, env),
         *check_postgres_major(services, root),
+        *check_postgres_settings(services),
         *check_exposure(services, root),
     ]
     return errors
@@ -306,7 +325,8 @@ def main(argv: list[str]) -> int:
     print(
         f"compose check: OK ({compose_file.name}: services, healthchecks, depends_on, one "
         f"Dockerfile with non-root targets, secrets, ADMIN_TOKEN only where used, seed, "
-        f"PostgreSQL {POSTGRES_MAJOR}, ports on 127.0.0.1, logins, monitoring files)"
+        f"PostgreSQL {POSTGRES_MAJOR} and its settings, ports on 127.0.0.1, logins, "
+        f"monitoring files)"
     )
     return 0
 

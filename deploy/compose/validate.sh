@@ -10,10 +10,11 @@
 #    checks its structure: the services, healthchecks, depends_on conditions, restart
 #    policies, every image built from deploy/docker/Dockerfile with a non-root target, the
 #    secrets compose requires (and ADMIN_TOKEN only where it is used), the one-shot seed,
-#    PostgreSQL 15, every published port on 127.0.0.1 by default, logins on kafka-ui and
-#    Grafana, and the monitoring files the stack mounts. The content of those files is
-#    checked by tests/integration/ops/test_monitoring_config.py (promtool and the dashboard's
-#    metric names).
+#    PostgreSQL 15 with the local stack's server settings, every published port on
+#    127.0.0.1 by default, logins on kafka-ui and Grafana, and the monitoring files the
+#    stack mounts. The content of those files is checked by
+#    tests/integration/ops/test_monitoring_config.py (promtool and the dashboard's metric
+#    names).
 #
 # Env: VENV (default <repo>/.venv). Exits non-zero on any failure; prints OK lines on success.
 set -euo pipefail

@@ -1,11 +1,13 @@
 """The stack's own services reach a local cluster over its Unix socket; people and tools
-are shown, and can still use, the loopback TCP address."""
+are shown, and can still use, the loopback TCP address. The cluster runs with the stack's
+server settings."""
 
 from __future__ import annotations
 
 import asyncpg
 import pytest
 from groundswell_stack.infra import Infra
+from groundswell_stack.postgres import SERVER_SETTINGS
 
 
 async def test_services_are_given_the_clusters_unix_socket(infra: Infra) -> None:
@@ -26,3 +28,14 @@ async def test_services_are_given_the_clusters_unix_socket(infra: Infra) -> None
     finally:
         await over_socket.close()
         await over_tcp.close()
+
+
+async def test_the_local_cluster_runs_with_the_stacks_server_settings(infra: Infra) -> None:
+    if infra.postgres is None:
+        pytest.skip("PostgreSQL comes from DATABASE_URL or a container: not our server")
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        running = {name: await conn.fetchval(f"SHOW {name}") for name in SERVER_SETTINGS}
+    finally:
+        await conn.close()
+    assert running == SERVER_SETTINGS

@@ -91,6 +91,8 @@ def test_the_compose_file_passes_the_schema_and_the_structural_checks() -> None:
             "compose requires ADMIN_TOKEN",
         ),
         (("image: postgres:15-alpine", "image: postgres:16-alpine"), "is not PostgreSQL 15"),
+        # compose's server without one of the surge's WAL settings `make up`'s has
+        (("- wal_init_zero=off\n", "- wal_init_zero=on\n"), "lacks -c wal_init_zero=off"),
         (("KAFKA_UI_PASSWORD:?set", "KAFKA_UI_PASSWORD:-set"), "without KAFKA_UI_PASSWORD"),
         (("      target: counter\n", "      target: counter-old\n"), "counter: build target"),
         (('    restart: "no"\n', "    restart: unless-stopped\n"), "seed: a one-shot"),
