@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from groundswell_runtime.kafka import ensure_topics
+from groundswell_runtime.surge_yield import SurgeYield
 from groundswell_stack.infra import Infra, start_infra
 
 # The partition count of the session's topics, which every service and consumer a test
@@ -69,3 +70,38 @@ async def scratch_database(infra: Infra, prefix: str = "t") -> AsyncIterator[str
 async def fresh_database(infra: Infra) -> AsyncIterator[str]:
     async with scratch_database(infra) as url:
         yield url
+
+
+class PressureDial:
+    """The machine's CPU pressure as a `SurgeYield` sees it, set by the test: every sample
+    is one simulated second at `share` (the kernel's PSI file is the input, not a part)."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self._clock = 0.0
+        self._total = 0.0
+
+    def _pressure_total(self) -> float:
+        self._total += self.share
+        return self._total
+
+    def _tick(self) -> float:
+        self._clock += 1.0
+        return self._clock
+
+    def surge_yield(self, interval: float = 0.005) -> SurgeYield:
+        """One whose service is always behind, so the pressure alone decides; its bound
+        (an hour of simulated seconds) is never reached in a test."""
+        return SurgeYield(
+            3600,
+            lambda: True,
+            pressure_total=self._pressure_total,
+            clock=self._tick,
+            interval=interval,
+        )
+
+
+@pytest.fixture
+def pressure() -> PressureDial:
+    """Starts pressed (1.0): a `surge_yield()` made from it yields within a few samples."""
+    return PressureDial(1.0)

@@ -15,6 +15,7 @@ import structlog
 from groundswell_runtime.consumer import EventConsumer, Handler
 from groundswell_runtime.kafka import FETCH_MAX_WAIT_MS, make_consumer, make_producer
 from groundswell_runtime.retry import backoff
+from groundswell_runtime.surge_yield import SurgeYield
 
 log = structlog.get_logger()
 
@@ -60,8 +61,10 @@ class ConsumerLoop:
         *,
         first: Collection[str] = (),
         fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+        surge: SurgeYield | None = None,
     ) -> None:
         self.name = name
+        self._surge = surge
         self._first = first
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._group = group
@@ -81,7 +84,12 @@ class ConsumerLoop:
             self.consuming = True
             log.info("consumer_started", group=self._group, topics=self._topics)
             await EventConsumer(
-                self.name, consumer, dead_letters, self._handler, first=self._first
+                self.name,
+                consumer,
+                dead_letters,
+                self._handler,
+                first=self._first,
+                surge=self._surge,
             ).run()
         finally:
             self.consuming = False

@@ -30,6 +30,7 @@ from groundswell_runtime.correlation import (
 from groundswell_runtime.db import TEMPORARY_DATABASE_ERRORS
 from groundswell_runtime.dead_letters import DeadLetter, is_unknown_type, park
 from groundswell_runtime.lag import LagRows, register_lag_source, unregister_lag_source
+from groundswell_runtime.surge_yield import SurgeYield
 
 log = structlog.get_logger()
 
@@ -147,9 +148,11 @@ class EventConsumer:
         *,
         max_attempts: int = 3,
         first: Collection[str] = (),
+        surge: SurgeYield | None = None,
     ) -> None:
         self.name = name
         self._first = frozenset(first)
+        self._surge = surge
         self._consumer = consumer
         self._dead_letters = dead_letters
         self._handler = handler
@@ -167,6 +170,12 @@ class EventConsumer:
 
     async def _poll_forever(self) -> None:
         while True:
+            # Yielding to a surge (surge_yield.py): no poll, so no fetch either (aiokafka
+            # fetches a partition again only once its buffered records are taken). The
+            # heartbeat goes on in the background; a yield is bounded well below
+            # max_poll_interval_ms. The poll timestamp says the loop is alive, not stalled.
+            while self._surge is not None and not await self._surge.wait_working(1.0):
+                LAST_POLL.labels(self.name).set_to_current_time()
             batches = await self._consumer.getmany(timeout_ms=1000)
             await self._take_first_too(batches)
             # Partitions in parallel, each in order: keyed order (one petition's events)

@@ -13,6 +13,7 @@ last figures standing as if they were current.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -92,3 +93,12 @@ class _LagCollector(Collector):
 
 
 REGISTRY.register(_LagCollector())
+
+
+def total_lag() -> int:
+    """Every registered consumer's lag, summed: this process's backlog of events."""
+    total = 0
+    for source in list(_sources.values()):
+        with contextlib.suppress(Exception):  # a source mid-rebalance: counted next time
+            total += sum(value for _, _, value in source())
+    return total

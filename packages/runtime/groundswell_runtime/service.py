@@ -57,6 +57,7 @@ from groundswell_runtime.kafka import broker_reachable, ensure_topics
 from groundswell_runtime.ops import ReadinessCheck, install_ops
 from groundswell_runtime.outbox import OutboxRelay
 from groundswell_runtime.settings import ServiceSettings
+from groundswell_runtime.surge_yield import SurgeYield, behind_on_events
 from groundswell_runtime.unavailable import install_database_unavailable_handler
 
 log = structlog.get_logger()
@@ -85,6 +86,9 @@ class Service:
     # is away (signing takes signatures into its outbox regardless) leaves it to its
     # relay, which creates them before its first publish.
     creates_topics = True
+    # Work that can wait (mail, share attribution) yields to a surge: `surge_yield` is
+    # then made at start, for the service's consumers and loops to wait on.
+    yields_in_surge = False
 
     def __init__(
         self,
@@ -100,6 +104,7 @@ class Service:
         self._migrations = list(migrations)
         self._pool_size = (pool_min, pool_max)
         self._pool: asyncpg.Pool | None = None
+        self.surge_yield: SurgeYield | None = None
         self._loops: list[_Loop] = []
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
         # The very dict /readyz reads: checks registered in `setup` show up there.
@@ -112,6 +117,11 @@ class Service:
 
     async def setup(self) -> None:
         """Build the service's parts on `self.pool` and register its loops."""
+
+    def behind(self) -> bool:
+        """Whether the service has fallen behind its work, for `surge_yield`: by default,
+        its consumers' lag (a service whose backlog lives elsewhere adds to it)."""
+        return behind_on_events()
 
     # -- registration --------------------------------------------------------------
 
@@ -184,6 +194,9 @@ class Service:
                 settings.kafka_topic_partitions,
                 settings.kafka_replication_factor,
             )
+        if self.yields_in_surge:
+            self.surge_yield = SurgeYield(settings.surge_yield_max_seconds, self.behind)
+            self.add_loop("surge_yield", self.surge_yield.run)
         await self.setup()
         settle_heap()
         for loop in self._loops:

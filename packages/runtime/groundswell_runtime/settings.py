@@ -32,6 +32,10 @@ class ServiceSettings(BaseSettings):
     kafka_replication_factor: int = Field(
         1, ge=1, validation_alias=AliasChoices("KAFKA_REPLICATION_FACTOR")
     )
+    # The longest a service that yields to surges (the mailer, sharing) holds back new
+    # work in one go (groundswell_runtime.surge_yield); 0: never yields. Below aiokafka's
+    # max_poll_interval_ms (300 s), or the consumer would be thrown out of its group.
+    surge_yield_max_seconds: float = Field(60.0, ge=0, le=240)
     # Proxies whose X-Forwarded-For hops are believed (`127.0.0.1,10.0.0.0/8`); empty means
     # the socket peer is the client. See groundswell_runtime.client_address.
     trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(

@@ -36,6 +36,7 @@ from groundswell_mailer.entrypoints.dispatcher import Dispatcher
 from groundswell_mailer.entrypoints.http import create_app
 from groundswell_runtime.db import migrate
 from groundswell_runtime.kafka import make_consumer, make_producer
+from groundswell_runtime.surge_yield import SurgeYield
 from groundswell_stack.infra import Infra
 from groundswell_stack.processes import free_port
 
@@ -323,11 +324,14 @@ async def queue_db(infra: Infra) -> AsyncIterator[QueueDb]:
 
 @asynccontextmanager
 async def running_dispatcher(
-    database_url: str, settings: MailerSettings, claimant: str | None = None
+    database_url: str,
+    settings: MailerSettings,
+    claimant: str | None = None,
+    surge: SurgeYield | None = None,
 ) -> AsyncIterator[tuple[Dispatcher, asyncio.Task[None]]]:
     """A dispatcher on a pool of its own; its task may be cancelled inside to crash it."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
-    dispatcher = Dispatcher(pool, settings, claimant=claimant)
+    dispatcher = Dispatcher(pool, settings, claimant=claimant, surge=surge)
     task = asyncio.create_task(dispatcher.run())
     try:
         yield dispatcher, task

@@ -9,6 +9,7 @@ event handlers leave them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from email import message_from_bytes, policy
@@ -202,3 +203,61 @@ async def _listening(admin: asyncpg.Connection, database: str) -> bool:
         database,
     )
     return bool(found)
+
+
+async def test_a_dispatcher_yielding_to_a_surge_claims_nothing_then_sends_everything(
+    queue_db: Any, counting_smtp: Any, qkit: Any, pressure: Any
+) -> None:
+    smtp, port = counting_smtp
+    surge = pressure.surge_yield(interval=0.01)
+    sampler = asyncio.create_task(surge.run())
+
+    async def yielding() -> bool:
+        return surge.yielding
+
+    try:
+        await qkit.eventually(yielding)
+        addresses = await queue_db.add_emails(30, f"surge-{uuid.uuid4().hex[:8]}")
+        settings = qkit.settings(queue_db.url, port, send_concurrency=2, claim_batch=10)
+        async with qkit.running_dispatcher(queue_db.url, settings, surge=surge):
+            await asyncio.sleep(2.0)  # ten polls and a NOTIFY: none claims while it yields
+            assert await queue_db.statuses() == {"queued": 30}
+            assert not smtp.delivered
+            pressure.share = 0.0  # the surge passes
+            await qkit.eventually(lambda: queue_db.all_sent(30), timeout=60)
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    assert sorted(smtp.delivered) == sorted(addresses)
+    assert set(smtp.delivered.values()) == {1}
+
+
+async def test_a_dispatcher_is_behind_when_it_claims_emails_due_for_a_while(
+    queue_db: Any, counting_smtp: Any, qkit: Any
+) -> None:
+    smtp, port = counting_smtp
+    settings = qkit.settings(queue_db.url, port, send_concurrency=2, claim_batch=10)
+    async with qkit.running_dispatcher(queue_db.url, settings) as (dispatcher, _task):
+        await queue_db.add_emails(5, f"due-now-{uuid.uuid4().hex[:8]}")
+        await qkit.eventually(lambda: queue_db.all_sent(5))
+        assert not dispatcher.behind()  # claimed as soon as they were due
+    # Due half a minute before any dispatcher ran, and sent slowly: the next dispatcher
+    # is behind while it works through them, and no longer once it has caught up.
+    await queue_db.add_emails(6, f"due-long-{uuid.uuid4().hex[:8]}")
+    await queue_db.db.execute(
+        "UPDATE mailer.emails SET next_attempt_at = now() - interval '30 seconds' "
+        "WHERE status = 'queued'"
+    )
+    smtp.delay = 0.3
+    slow = qkit.settings(queue_db.url, port, send_concurrency=1, claim_batch=2)
+    async with qkit.running_dispatcher(queue_db.url, slow) as (dispatcher, _task):
+
+        async def behind() -> bool:
+            return dispatcher.behind()
+
+        async def caught_up() -> bool:
+            return await queue_db.all_sent(11) and not dispatcher.behind()
+
+        await qkit.eventually(behind, interval=0.02)
+        await qkit.eventually(caught_up)

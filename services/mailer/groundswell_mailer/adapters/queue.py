@@ -54,6 +54,8 @@ class ClaimedEmail:
     unsubscribed: bool
     # A mailing's id, a milestone's threshold, the n-th already-signed notice; else 1.
     sequence: int = 1
+    # How long it had been due when claimed: how far behind the sending is.
+    due_for: float = 0.0
 
 
 async def claim_due(
@@ -85,7 +87,8 @@ async def claim_due(
             "WHERE e.id = due.id AND r.address_key = e.address_key "
             "RETURNING e.id, e.signature_id, e.petition_id, e.kind, e.recipient, e.content, "
             "e.message_id, e.correlation_id, e.attempts, r.unsubscribe_token, "
-            "r.unsubscribed_at IS NOT NULL AS unsubscribed, e.sequence",
+            "r.unsubscribed_at IS NOT NULL AS unsubscribed, e.sequence, "
+            "extract(epoch FROM now() - e.next_attempt_at)::float8 AS due_for",
             limit,
             lease,
             claimant,
@@ -104,6 +107,7 @@ async def claim_due(
             unsubscribe_token=row["unsubscribe_token"],
             unsubscribed=row["unsubscribed"],
             sequence=row["sequence"],
+            due_for=row["due_for"],
         )
         for row in rows
     ]

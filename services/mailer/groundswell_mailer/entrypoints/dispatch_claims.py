@@ -1,7 +1,8 @@
 """Claims and their leases: the dispatcher's claimer and lease renewal tasks.
 
 - claimer: claims up to `claim_batch` due emails per statement into the local queue,
-  holding at most twice that many; woken by NOTIFY, by free room, or every poll. Once
+  holding at most twice that many; woken by NOTIFY, by free room, or every poll; no
+  claims while the service yields to a surge (groundswell_runtime.surge_yield). Once
   every `_PURGE_EVERY_SECONDS`, when idle, it also forgets held thank-yous of
   signatures never confirmed (retention).
 - lease renewal: every `lease_renew_seconds`, one statement extends the lease of
@@ -17,6 +18,7 @@ from datetime import timedelta
 
 import asyncpg
 import structlog
+from groundswell_runtime.surge_yield import SurgeYield
 
 from groundswell_mailer.adapters import queue
 from groundswell_mailer.adapters import repository as repo
@@ -40,8 +42,10 @@ class Claimer:
         claimant: str,
         state: DispatchState,
         lease: timedelta,
+        surge: SurgeYield | None = None,
     ) -> None:
         self._pool = pool
+        self._surge = surge
         self._settings = settings
         self._claimant = claimant
         self._state = state
@@ -58,6 +62,8 @@ class Claimer:
                 state.capacity.clear()
                 await wait(state.capacity, poll)
                 continue
+            if self._surge is not None and not await self._surge.wait_working(poll):
+                continue  # yielding to a surge: what is held is still sent
             limit = min(state.claim_batch, state.max_held - len(state.held))
             state.notified.clear()
             try:
@@ -68,6 +74,7 @@ class Claimer:
                 await asyncio.sleep(backoff(failures))
                 continue
             failures = 0
+            state.due_for = max((email.due_for for email in claimed), default=0.0)
             for email in claimed:
                 if email.id not in state.held:
                     state.held[email.id] = email

@@ -43,6 +43,8 @@ class DispatchState:
         self.renewed = asyncio.Event()  # the first lease renewal succeeded
         self.finished = asyncio.Event()  # every outcome is written: the run is over
         self.stopping = False
+        # How long the oldest email of the latest claim had been due (surge_yield).
+        self.due_for = 0.0
 
     def add_outcome(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)

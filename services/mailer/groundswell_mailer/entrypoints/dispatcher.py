@@ -36,6 +36,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from groundswell_runtime.surge_yield import MIN_DUE_SECONDS, SurgeYield
 
 from groundswell_mailer.adapters import repository as repo
 from groundswell_mailer.adapters.notifications import Listener
@@ -52,7 +53,12 @@ log = structlog.get_logger()
 
 class Dispatcher:
     def __init__(
-        self, pool: asyncpg.Pool, settings: MailerSettings, *, claimant: str | None = None
+        self,
+        pool: asyncpg.Pool,
+        settings: MailerSettings,
+        *,
+        claimant: str | None = None,
+        surge: SurgeYield | None = None,
     ) -> None:
         self._pool = pool
         self._settings = settings
@@ -60,7 +66,9 @@ class Dispatcher:
         self.claimant = claimant or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._lease_interval = timedelta(seconds=settings.send_lease_seconds)
         self._state = DispatchState(settings)
-        self._claimer = Claimer(pool, settings, self.claimant, self._state, self._lease_interval)
+        self._claimer = Claimer(
+            pool, settings, self.claimant, self._state, self._lease_interval, surge
+        )
         self._sender = Sender(pool, settings, self._state)
 
     def request_stop(self) -> None:
@@ -76,6 +84,10 @@ class Dispatcher:
         for _ in range(self._settings.send_concurrency):
             state.queue.put_nowait(None)
         state.wake_all()
+
+    def behind(self) -> bool:
+        """The latest claim took emails due for `MIN_DUE_SECONDS` or more (surge_yield)."""
+        return self._state.due_for >= MIN_DUE_SECONDS
 
     @property
     def unrecorded(self) -> int:

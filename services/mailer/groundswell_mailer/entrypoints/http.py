@@ -46,6 +46,7 @@ class MailerService(Service):
     which they are added is the reverse of the order they stop: groundswell_runtime.service)."""
 
     name = "mailer"
+    yields_in_surge = True  # mail may wait for a surge to pass (surge_yield.py)
 
     def __init__(self, settings: MailerSettings) -> None:
         super().__init__(settings, schema=repo.SCHEMA, migrations=repo.migrations())
@@ -55,7 +56,7 @@ class MailerService(Service):
         settings, pool = self.settings, self.pool
         self.add_relay(OutboxRelay(pool, repo.SCHEMA, settings.kafka_bootstrap_servers))
         self.add_loop("pacer", lambda: run_pacer(pool, settings))
-        self.dispatcher = dispatcher = Dispatcher(pool, settings)
+        self.dispatcher = dispatcher = Dispatcher(pool, settings, surge=self.surge_yield)
         # Emails in flight finish (or time out) before the relay flushes their outcomes.
         self.add_loop(
             "dispatcher",
@@ -74,6 +75,7 @@ class MailerService(Service):
                 settings.kafka_bootstrap_servers,
                 InTransaction(pool, CampaignHandler(settings)),
                 fetch_max_wait_ms=BULK_FETCH_MAX_WAIT_MS,
+                surge=self.surge_yield,
             ),
         )
         self.add_consumer(
@@ -87,8 +89,13 @@ class MailerService(Service):
                 InTransaction(pool, handle_batch=SignatureHandler(settings)),
                 first=[Topic.SIGNER_KEYS.value],
                 fetch_max_wait_ms=BULK_FETCH_MAX_WAIT_MS,
+                surge=self.surge_yield,
             ),
         )
+
+    def behind(self) -> bool:
+        """Its intake keeps up in a surge; its sending is what falls behind."""
+        return super().behind() or self.dispatcher.behind()
 
 
 def unsubscribe_router(service: MailerService) -> APIRouter:

@@ -56,6 +56,9 @@ class SharingService(Service):
     reverse order: groundswell_runtime.service)."""
 
     name = "sharing"
+    # Attribution may wait for a surge to pass (surge_yield.py): a click on a link not
+    # known yet is redirected by its petition hint and counted once the link arrives.
+    yields_in_surge = True
 
     def __init__(self, settings: SharingSettings) -> None:
         super().__init__(settings, schema=repo.SCHEMA, migrations=repo.migrations())
@@ -80,6 +83,7 @@ class SharingService(Service):
                 settings.kafka_bootstrap_servers,
                 InTransaction(pool, handle_batch=SharingHandler(settings)),
                 fetch_max_wait_ms=BULK_FETCH_MAX_WAIT_MS,
+                surge=self.surge_yield,
             ),
         )
 
